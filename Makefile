@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine with Python 3.11 and pip:
+#   make demo   synthetic data -> COCO -> TFRecords (-> training, export as they land)
+#   make test   the test suite
+# Each creates .venv/ at the repository root when it is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+DEMO_DIR ?= demo_output
+PYTEST_ARGS ?=
+
+.PHONY: demo test protos venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+protos: $(STAMP)
+	$(PY) -m buildtools.protos
+
+test: protos
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: protos
+	$(PY) -m data_prep.synthetic --output_dir $(DEMO_DIR)/shapes --split train:200 --split val:16 --seed 0
+	$(PY) data_prep/create_tfrecords.py --format coco \
+	    --annotations $(DEMO_DIR)/shapes/annotations/instances_train.json \
+	    --images_dir $(DEMO_DIR)/shapes/images/train \
+	    --output_dir $(DEMO_DIR)/records --split train --num_shards 2
+	$(PY) data_prep/create_tfrecords.py --format coco \
+	    --annotations $(DEMO_DIR)/shapes/annotations/instances_val.json \
+	    --images_dir $(DEMO_DIR)/shapes/images/val \
+	    --output_dir $(DEMO_DIR)/records --split val --num_shards 1
+
+clean:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""Build helpers that run at install time (protobuf code generation)."""

@@ -1,0 +1,142 @@
+"""The format-neutral annotations every reader produces and the converter consumes.
+
+A reader (COCO, VIA, Open Images, VOC) turns its files into an `AnnotationSet`: class names in
+label-map order, one `ImageAnnotation` per image, and the `Problem`s it found. It checks what
+can be checked from the annotations alone; what needs the image (size, decodability) is
+checked by the converter. Readers know nothing of TensorFlow or of the record format.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Union
+
+
+@dataclasses.dataclass(frozen=True)
+class Polygons:
+    """One or more polygon parts, each a flat [x0, y0, x1, y1, ...] list in image pixels.
+
+    Parts are unioned, as COCO does. Coordinates follow COCO: (0, 0) is the top-left corner
+    of the top-left pixel.
+    """
+
+    parts: tuple[tuple[float, ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLengths:
+    """A COCO run-length encoding: `counts` is a list (uncompressed) or a string (compressed)."""
+
+    counts: Union[list, str, bytes]
+    height: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskFile:
+    """A mask stored as an image file, possibly at another resolution than the image.
+
+    `value` selects the pixels of this instance (VOC's instance index); None means every
+    non-zero pixel (Open Images' binary masks). `crop_box` (x0, y0, x1, y1, in image
+    pixels) zeroes everything outside it after resizing, for masks shared by several boxes.
+    """
+
+    path: str
+    value: int | None = None
+    crop_box: tuple[float, float, float, float] | None = None
+
+
+Segmentation = Union[Polygons, RunLengths, MaskFile]
+
+
+@dataclasses.dataclass
+class ObjectAnnotation:
+    annotation_id: str  # as the source names it, for messages
+    class_name: str
+    segmentation: Segmentation
+    bbox: tuple[float, float, float, float] | None = None  # x, y, w, h pixels; None: from mask
+    is_crowd: bool = False
+    area: float | None = None  # None: the mask's pixel count
+    difficult: bool = False
+    group_of: bool = False
+
+
+@dataclasses.dataclass
+class ImageAnnotation:
+    image_path: str  # where the image file is
+    file_name: str  # as the annotations name it, written as image/filename
+    image_id: str  # as the source names it, for messages
+    source_id: int  # numeric id written as image/source_id
+    width: int | None = None  # as annotated; None: taken from the image
+    height: int | None = None
+    objects: list[ObjectAnnotation] = dataclasses.field(default_factory=list)
+    # Regions (x0, y0, x1, y1, pixels) to fill with gray before writing: unlabelled objects
+    # that must not be learned as background (Open Images layer1 groups).
+    gray_boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something wrong or noteworthy in the input, with where it is.
+
+    `reason` is a short stable code used for counting in the summary; `message` is the
+    sentence a user reads. Errors stop the run unless --skip_errors; warnings never do.
+    """
+
+    reason: str
+    message: str
+    file: str
+    record: str  # e.g. "annotation 17" or "image 'a.jpg' (id 3)"
+    is_error: bool = True
+    scope: str = "annotation"  # what is skipped under --skip_errors: annotation or image
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.record}: {self.message}"
+
+
+@dataclasses.dataclass
+class AnnotationSet:
+    source: str  # the annotation file or directory read
+    class_names: list[str]  # label-map order: ids 1..K
+    images: list[ImageAnnotation]
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    display_names: list[str] | None = None  # parallel to class_names, when they differ
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+
+def resolve_inside(images_dir: str | Path, file_name: str) -> Path | None:
+    """Joins `file_name` to `images_dir`; None when the result would escape the directory.
+
+    Guards against annotation files that name `../../etc/passwd` or absolute paths. The
+    check is lexical, so an images directory holding symlinks to elsewhere still works.
+    """
+    normalized = os.path.normpath(file_name)
+    if (os.path.isabs(normalized) or normalized == os.pardir
+            or normalized.startswith(os.pardir + os.sep) or normalized == os.curdir):
+        return None
+    return Path(images_dir) / normalized
+
+
+class AnnotationFileError(ValueError):
+    """The annotation file as a whole cannot be used (unreadable, not this format)."""
+
+
+def load_json(path: str | Path, format_name: str) -> Any:
+    """Loads a JSON annotation file, with errors that name the file and the position."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise AnnotationFileError(f"{path}: annotation file does not exist") from None
+    except UnicodeDecodeError as err:
+        raise AnnotationFileError(f"{path}: not a {format_name} JSON file (not UTF-8 text: "
+                                  f"{err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise AnnotationFileError(f"{path}: not a {format_name} JSON file (invalid JSON at "
+                                  f"line {err.lineno} column {err.colno}: {err.msg})") from None

@@ -1,0 +1,153 @@
+"""Converts annotated images into sharded TFRecords with PNG instance masks.
+
+    python data_prep/create_tfrecords.py --format coco \\
+        --annotations instances_train.json --images_dir images/ \\
+        --output_dir records/ --split train --num_shards 8
+
+writes records/train-0000i-of-00008.tfrecord, records/label_map.pbtxt and
+records/train.summary.json. Input problems stop the run before anything is written (or are
+skipped and counted with --skip_errors); shards appear only when the whole split succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep import coco  # noqa: E402
+from data_prep.annotations import AnnotationFileError, AnnotationSet, Problem  # noqa: E402
+from data_prep.convert import (ConversionError, ConvertOptions, default_workers,  # noqa: E402
+                               write_split)
+from data_prep.summary import SplitSummary  # noqa: E402
+from records.label_map import (LabelMap, LabelMapError, read_label_map,  # noqa: E402
+                               write_label_map)
+
+LABEL_MAP_NAME = "label_map.pbtxt"
+
+
+def _read_coco(args: argparse.Namespace) -> AnnotationSet:
+    _require(args, "annotations")
+    images_dir = args.images_dir or str(Path(args.annotations).parent)
+    return coco.read_coco(args.annotations, images_dir)
+
+
+# format name -> reader taking the parsed arguments
+READERS = {"coco": _read_coco}
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n}" for n in names if not getattr(args, n)]
+    if missing:
+        raise UsageError(f"--format {args.format} needs {', '.join(missing)}")
+
+
+class UsageError(ValueError):
+    """The command line is incomplete or inconsistent."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--format", required=True, choices=sorted(READERS),
+                        help="annotation format of the input")
+    parser.add_argument("--annotations", help="annotation file (COCO JSON, VIA JSON/CSV ...)")
+    parser.add_argument("--images_dir", help="directory the annotations' file names are "
+                        "relative to (default: the annotation file's directory)")
+    parser.add_argument("--output_dir", required=True, help="where shards, label_map.pbtxt "
+                        "and NAME.summary.json are written")
+    parser.add_argument("--split", default="train", help="split name: the shard prefix "
+                        "(default: train)")
+    parser.add_argument("--num_shards", type=int, default=1,
+                        help="number of shards per split (default: 1)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes (default: all cores, here %(default)s)")
+    parser.add_argument("--label_map", help="an existing label_map.pbtxt whose ids to use "
+                        "(e.g. the train split's, so ids match across splits)")
+    parser.add_argument("--drop_empty_images", action="store_true",
+                        help="leave out images without annotations (kept by default, as "
+                        "negatives)")
+    parser.add_argument("--skip_errors", action="store_true",
+                        help="skip and count bad images and annotations instead of stopping")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def resolve_label_map(annotations: AnnotationSet, output_dir: Path,
+                      label_map_path: str | None) -> LabelMap:
+    """The label map to write with: given, or derived from the data and checked against
+    one already in the output directory (so splits converted separately share ids)."""
+    if label_map_path:
+        return read_label_map(label_map_path)
+    derived = LabelMap.from_names(annotations.class_names, annotations.display_names)
+    existing_path = output_dir / LABEL_MAP_NAME
+    if existing_path.exists():
+        existing = read_label_map(existing_path)
+        if existing != derived:
+            raise LabelMapError(
+                f"{existing_path} already exists with other classes or ids than "
+                f"{annotations.source} gives ({existing.names} vs {derived.names}). Pass "
+                f"--label_map {existing_path} to use its ids, or remove it.")
+    return derived
+
+
+def unknown_class_problems(annotations: AnnotationSet, label_map: LabelMap) -> list[Problem]:
+    """Drops objects whose class the label map lacks, returning one error for each."""
+    problems = []
+    for image in annotations.images:
+        kept = []
+        for obj in image.objects:
+            if label_map.has_name(obj.class_name):
+                kept.append(obj)
+            else:
+                problems.append(Problem(
+                    "unknown_class", f"class {obj.class_name!r} is not in the label map "
+                    f"{label_map.source}", annotations.source,
+                    f"annotation {obj.annotation_id} ({image.file_name!r})"))
+        image.objects = kept
+    return problems
+
+
+def run(args: argparse.Namespace) -> list[SplitSummary]:
+    output_dir = Path(args.output_dir)
+    if args.num_shards < 1:
+        raise UsageError(f"--num_shards must be at least 1, got {args.num_shards}")
+    annotations = READERS[args.format](args)
+    label_map = resolve_label_map(annotations, output_dir, args.label_map)
+    problems = annotations.problems + unknown_class_problems(annotations, label_map)
+    errors = [p for p in problems if p.is_error]
+    if errors and not args.skip_errors:
+        raise ConversionError(errors)
+    options = ConvertOptions(skip_errors=args.skip_errors,
+                             drop_empty_images=args.drop_empty_images)
+    summary = SplitSummary(split=args.split, format=args.format, source=annotations.source,
+                           class_names=label_map.names)
+    summary.add_problems(problems)
+    write_split(annotations.images, label_map, str(output_dir), args.split, args.num_shards,
+                max(1, args.workers), options, summary, progress=not args.no_progress)
+    write_label_map(label_map, output_dir / LABEL_MAP_NAME)
+    summary.write(output_dir)
+    return [summary]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        summaries = run(args)
+    except UsageError as err:
+        parser.error(str(err))
+    except (ConversionError, AnnotationFileError, LabelMapError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for summary in summaries:
+        print(summary.format_text())
+        print(f"  summary: {Path(args.output_dir) / (summary.split + '.summary.json')}")
+    print(f"label map: {Path(args.output_dir) / LABEL_MAP_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

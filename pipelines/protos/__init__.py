@@ -1,0 +1,4 @@
+"""Protobuf schema of pipeline.config; generated modules are built on first import."""
+from buildtools.protos import ensure_compiled
+
+ensure_compiled(__path__[0])

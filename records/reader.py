@@ -1,0 +1,54 @@
+"""Reading records back: from file patterns to `ImageExample`s with arrays.
+
+Pure Python (no TensorFlow), so inspection, tests and tools start in a fraction of a second.
+Records of the Object Detection API's COCO tool carry class/text but no class/label; given
+a label map, the labels are filled in from the names, as the OD API's own decoder does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from records.example_codec import ImageExample, decode_example
+from records.label_map import LabelMap
+from records.tfrecord_io import expand_paths, read_records
+
+
+class RecordError(ValueError):
+    """A record cannot be decoded or breaks the contract."""
+
+
+def iter_examples(patterns: str | Iterable[str], label_map: LabelMap | None = None,
+                  verify_crc: bool = True) -> Iterator[tuple[str, int, ImageExample]]:
+    """Yields (file, record index, example) for every record matching `patterns`."""
+    for path in expand_paths(patterns):
+        for index, serialized in enumerate(read_records(path, verify=verify_crc)):
+            try:
+                example = decode_example(serialized)
+            except Exception as err:  # protobuf raises its own DecodeError types
+                raise RecordError(f"{path}: record {index} is not a tf.train.Example: {err}"
+                                  ) from None
+            if label_map is not None:
+                _fill_labels_from_texts(example, label_map, f"{path}: record {index}")
+            yield path, index, example
+
+
+def read_examples(patterns: str | Iterable[str], label_map: LabelMap | None = None
+                  ) -> list[ImageExample]:
+    """All examples matching `patterns`, in file order."""
+    return [example for _, _, example in iter_examples(patterns, label_map)]
+
+
+def _fill_labels_from_texts(example: ImageExample, label_map: LabelMap, where: str) -> None:
+    if example.labels.size or not example.texts:
+        return
+    unknown = sorted({t for t in example.texts if not label_map.has_name(t)})
+    if unknown:
+        raise RecordError(f"{where}: classes {unknown} are not in {label_map.source}")
+    example.labels = np.array([label_map.id_of(t) for t in example.texts], np.int64)
+
+
+def count_records(patterns: str | Iterable[str]) -> int:
+    return sum(1 for path in expand_paths(patterns) for _ in read_records(Path(path)))
