@@ -190,3 +190,14 @@ def read_coco(annotations_file: str | Path, images_dir: str | Path) -> Annotatio
 
 def _sort_key(category_id: Any) -> tuple:
     return (0, category_id, "") if isinstance(category_id, (int, float)) else (1, 0, str(category_id))
+
+
+def add_arguments(parser) -> None:
+    """COCO needs only the shared --annotations and --images_dir."""
+
+
+def read_from_args(args) -> AnnotationSet:
+    if not args.annotations:
+        raise AnnotationFileError("--format coco needs --annotations (a COCO instances JSON)")
+    images_dir = args.images_dir or str(Path(args.annotations).parent)
+    return read_coco(args.annotations, images_dir)

@@ -11,13 +11,14 @@ skipped and counted with --skip_errors); shards appear only when the whole split
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+from types import ModuleType
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep import coco  # noqa: E402
 from data_prep.annotations import AnnotationFileError, AnnotationSet, Problem  # noqa: E402
 from data_prep.convert import (ConversionError, ConvertOptions, default_workers,  # noqa: E402
                                write_split)
@@ -28,30 +29,37 @@ from records.label_map import (LabelMap, LabelMapError, read_label_map,  # noqa:
 LABEL_MAP_NAME = "label_map.pbtxt"
 
 
-def _read_coco(args: argparse.Namespace) -> AnnotationSet:
-    _require(args, "annotations")
-    images_dir = args.images_dir or str(Path(args.annotations).parent)
-    return coco.read_coco(args.annotations, images_dir)
+# --format name -> module with add_arguments(parser) (its own flags) and
+# read_from_args(args) -> AnnotationSet. A reader knows nothing of records or training.
+FORMAT_MODULES = {
+    "coco": "data_prep.coco",
+    "via": "data_prep.via",
+    "openimages": "data_prep.openimages",
+    "voc": "data_prep.voc",
+    "tfds": "data_prep.tfds_source",
+}
 
 
-# format name -> reader taking the parsed arguments
-READERS = {"coco": _read_coco}
-
-
-def _require(args: argparse.Namespace, *names: str) -> None:
-    missing = [f"--{n}" for n in names if not getattr(args, n)]
-    if missing:
-        raise UsageError(f"--format {args.format} needs {', '.join(missing)}")
+def format_readers() -> dict[str, ModuleType]:
+    """The format modules present in this checkout."""
+    readers = {}
+    for name, module_name in FORMAT_MODULES.items():
+        try:
+            readers[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+    return readers
 
 
 class UsageError(ValueError):
     """The command line is incomplete or inconsistent."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(readers: dict[str, ModuleType]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--format", required=True, choices=sorted(READERS),
+    parser.add_argument("--format", required=True, choices=sorted(readers),
                         help="annotation format of the input")
     parser.add_argument("--annotations", help="annotation file (COCO JSON, VIA JSON/CSV ...)")
     parser.add_argument("--images_dir", help="directory the annotations' file names are "
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_errors", action="store_true",
                         help="skip and count bad images and annotations instead of stopping")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    for name, module in readers.items():
+        module.add_arguments(parser.add_argument_group(f"--format {name}"))
     return parser
 
 
@@ -110,11 +120,11 @@ def unknown_class_problems(annotations: AnnotationSet, label_map: LabelMap) -> l
     return problems
 
 
-def run(args: argparse.Namespace) -> list[SplitSummary]:
+def run(args: argparse.Namespace, readers: dict[str, ModuleType]) -> list[SplitSummary]:
     output_dir = Path(args.output_dir)
     if args.num_shards < 1:
         raise UsageError(f"--num_shards must be at least 1, got {args.num_shards}")
-    annotations = READERS[args.format](args)
+    annotations = readers[args.format].read_from_args(args)
     label_map = resolve_label_map(annotations, output_dir, args.label_map)
     problems = annotations.problems + unknown_class_problems(annotations, label_map)
     errors = [p for p in problems if p.is_error]
@@ -133,10 +143,11 @@ def run(args: argparse.Namespace) -> list[SplitSummary]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    readers = format_readers()
+    parser = build_parser(readers)
     args = parser.parse_args(argv)
     try:
-        summaries = run(args)
+        summaries = run(args, readers)
     except UsageError as err:
         parser.error(str(err))
     except (ConversionError, AnnotationFileError, LabelMapError) as err:

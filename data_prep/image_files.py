@@ -52,11 +52,11 @@ def load_image(path: str) -> LoadedImage:
             if fmt not in PASSTHROUGH or (fmt == "JPEG" and mode == "CMYK"):
                 return _reencode_png(img, fmt)
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageFileError("corrupt_image", f"image file {path} is not a readable image "
-                             f"({err})") from None
+        raise ImageFileError("corrupt_image", f"image file {path} cannot be decoded: "
+                             f"truncated or corrupt ({err})") from None
     if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
-        raise ImageFileError("corrupt_image", f"image file {path} is truncated or corrupt "
-                             "(it does not decode)")
+        raise ImageFileError("corrupt_image", f"image file {path} cannot be decoded: "
+                             "truncated or corrupt")
     return LoadedImage(data, PASSTHROUGH[fmt], width, height,
                        exif_rotated=orientation in (5, 6, 7, 8))
 

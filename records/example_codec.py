@@ -114,7 +114,7 @@ def encode_example(example: ImageExample) -> bytes:
                         (keys.OBJECT_GROUP_OF, example.group_of)):
         if values is not None:
             feature[key].int64_list.value.extend(np.asarray(values, np.int64).tolist())
-    return proto.SerializeToString()
+    return proto.SerializeToString(deterministic=True)  # sorted keys: reproducible shards
 
 
 def _values(features, key: str) -> list:

@@ -1,30 +1,20 @@
-"""The built-in synthetic data set: shapes with overlaps and occlusion on varied backgrounds.
+"""Synthetic scenes: shapes with overlaps and occlusion on varied backgrounds.
 
-    python -m data_prep.synthetic --output_dir data/shapes --split train:200 --split val:16
-
-writes data/shapes/images/{train,val}/*.jpg and data/shapes/annotations/instances_{split}.json
-(COCO). Everything is determined by --seed: image i of a split is the same whatever the
-number of images asked for. Each object's ground truth is its visible pixel set, and its
-polygon is the exact pixel-edge outline of that set, so every format that stores the scene
-(COCO polygons, VIA polygons, PNG masks) converts back to the same masks.
+Everything is determined by the seed: image i of a split is the same whatever the number
+of images asked for. Each object's ground truth is its visible pixel set, and its polygon is
+the exact pixel-edge outline of that set, so every format that stores the scene (COCO
+polygons, VIA polygons, PNG masks) converts back to the same masks.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_prep.mask_outline import is_simple_region, outline  # noqa: E402
-from records.atomic_io import write_bytes_atomic, write_json_atomic  # noqa: E402
+from data_prep.mask_outline import is_simple_region, outline
 
 CLASSES = ("circle", "square", "triangle", "star")
 MIN_VISIBLE_FRACTION = 0.5  # an occluded object keeps at least half of itself
@@ -36,6 +26,7 @@ class ShapeObject:
     class_name: str
     mask: np.ndarray  # uint8 [H, W] 0/1: the visible pixels (the ground truth)
     polygon: list[tuple[int, int]]  # exact outline of `mask` along pixel edges
+    full_area: int  # pixels of the whole shape inside the image, occluded parts included
 
     @property
     def bbox(self) -> tuple[int, int, int, int]:
@@ -142,7 +133,7 @@ def generate_image(seed: int, split: str, index: int, height: int = 128, width: 
         canvas[full > 0] = np.clip(color * shade, 0, 255)
     canvas += rng.normal(0, 4, canvas.shape)
     pixels = np.clip(canvas, 0, 255).astype(np.uint8)
-    objects = [ShapeObject(n, v, outline(v)) for n, _, v, _ in placed]
+    objects = [ShapeObject(n, v, outline(v), int(f.sum())) for n, f, v, _ in placed]
     return ShapeImage(f"{split}_{index:06d}.jpg", pixels, objects)
 
 
@@ -155,86 +146,3 @@ def encode_image(image: ShapeImage, image_format: str = "jpeg") -> bytes:
     if not ok:
         raise RuntimeError(f"could not encode {image.file_name}")
     return buf.tobytes()
-
-
-def coco_dict(images: list[ShapeImage], segmentation: str = "polygon") -> dict:
-    """COCO instances JSON for `images`; `segmentation` is "polygon" or "rle"."""
-    result: dict = {"info": {"description": "synthetic shapes (data_prep.synthetic)"},
-                    "images": [], "annotations": [],
-                    "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
-                                   for i, n in enumerate(CLASSES)]}
-    for image_id, image in enumerate(images, start=1):
-        result["images"].append({"id": image_id, "file_name": image.file_name,
-                                 "width": image.width, "height": image.height})
-        for obj in image.objects:
-            if segmentation == "rle":
-                rle = mask_utils.encode(np.asfortranarray(obj.mask))
-                segm = {"size": rle["size"], "counts": rle["counts"].decode()}
-            else:
-                segm = [[float(v) for point in obj.polygon for v in point]]
-            result["annotations"].append({
-                "id": len(result["annotations"]) + 1, "image_id": image_id,
-                "category_id": CLASSES.index(obj.class_name) + 1, "segmentation": segm,
-                "area": float(obj.mask.sum()), "bbox": [float(v) for v in obj.bbox],
-                "iscrowd": 0})
-    return result
-
-
-def write_split(output_dir: str | Path, split: str, count: int, seed: int, height: int,
-                width: int, min_objects: int, max_objects: int, image_format: str = "jpeg",
-                segmentation: str = "polygon") -> Path:
-    """Writes images/<split>/ and annotations/instances_<split>.json; returns the JSON path."""
-    output_dir = Path(output_dir)
-    image_dir = output_dir / "images" / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    images = []
-    for index in range(count):
-        image = generate_image(seed, split, index, height, width, min_objects, max_objects)
-        if image_format == "png":
-            image.file_name = image.file_name[:-4] + ".png"
-        (image_dir / image.file_name).write_bytes(encode_image(image, image_format))
-        images.append(image)
-    path = output_dir / "annotations" / f"instances_{split}.json"
-    write_json_atomic(path, coco_dict(images, segmentation))
-    return path
-
-
-def _split_arg(text: str) -> tuple[str, int]:
-    name, _, count = text.partition(":")
-    if not name or not count.isdigit():
-        raise argparse.ArgumentTypeError(f"expected NAME:COUNT (e.g. train:200), got {text!r}")
-    return name, int(count)
-
-
-def _size_arg(text: str) -> tuple[int, int]:
-    width, _, height = text.partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 640x480), got {text!r}")
-    return int(width), int(height)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split", dest="splits", action="append", type=_split_arg,
-                        help="NAME:COUNT, repeatable (default: train:200 and val:16)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=_size_arg, default=(128, 128), help="WIDTHxHEIGHT")
-    parser.add_argument("--objects", default="2-6", help="objects per image, MIN-MAX")
-    parser.add_argument("--image_format", choices=("jpeg", "png"), default="jpeg")
-    parser.add_argument("--segmentation", choices=("polygon", "rle"), default="polygon",
-                        help="how the COCO file stores masks")
-    args = parser.parse_args(argv)
-    low, _, high = args.objects.partition("-")
-    splits = args.splits or [("train", 200), ("val", 16)]
-    width, height = args.size
-    for split, count in splits:
-        path = write_split(args.output_dir, split, count, args.seed, height, width,
-                           int(low), int(high or low), args.image_format, args.segmentation)
-        print(f"wrote {count} images of {width}x{height} and {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
