@@ -169,11 +169,12 @@ def _results(images: Sequence[ImageAnnotation], workers: int, label_map: LabelMa
 
 def write_split(images: Sequence[ImageAnnotation], label_map: LabelMap, output_dir: str,
                 split: str, num_shards: int, workers: int, options: ConvertOptions,
-                summary: SplitSummary, progress: bool = True) -> SplitSummary:
-    """Converts `images` into `split`'s shards; all-or-nothing unless --skip_errors.
+                summary: SplitSummary, progress: bool = True) -> ShardedWriter:
+    """Converts `images` into `split`'s shards, left uncommitted for the caller.
 
-    On a fatal problem the temporary shards are deleted and ConversionError is raised; the
-    output directory is as it was.
+    The caller commits every split's writer once all splits succeeded, so a run either
+    replaces all of its outputs or none. On a fatal problem this split's temporary shards
+    are deleted and ConversionError is raised.
     """
     from tqdm import tqdm  # imported here: only the CLI path needs it
 
@@ -195,7 +196,5 @@ def write_split(images: Sequence[ImageAnnotation], label_map: LabelMap, output_d
         raise
     finally:
         bar.close()
-    summary.shards = [str(p) for p in writer.commit()]
-    summary.removed_stale_shards = [str(p) for p in writer.removed_stale]
     summary.seconds = time.perf_counter() - start
-    return summary
+    return writer

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.annotations import AnnotationFileError, AnnotationSet, Problem  # noqa: E402
+from data_prep import splits  # noqa: E402
 from data_prep.convert import (ConversionError, ConvertOptions, default_workers,  # noqa: E402
                                write_split)
 from data_prep.summary import SplitSummary  # noqa: E402
@@ -80,6 +81,29 @@ def build_parser(readers: dict[str, ModuleType]) -> argparse.ArgumentParser:
     parser.add_argument("--skip_errors", action="store_true",
                         help="skip and count bad images and annotations instead of stopping")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    split_group = parser.add_argument_group("validation split and class balance")
+    split_group.add_argument("--val_fraction", type=float, default=0.0,
+                             help="also write a validation split of this fraction of the "
+                             "images, with every class in it where its images allow")
+    split_group.add_argument("--val_split", default="val",
+                             help="name of the validation split (default: val)")
+    split_group.add_argument("--seed", type=int, default=0,
+                             help="seed of the validation split and of balancing")
+    split_group.add_argument("--max_images_per_class", type=int, default=0,
+                             help="cap frequent classes at N training images (an image is "
+                             "kept while any of its classes is under the cap)")
+    split_group.add_argument("--min_images_per_class", type=int, default=0,
+                             help="repeat training images of rarer classes until each class "
+                             "has N images")
+    runner_group = parser.add_argument_group("runner")
+    runner_group.add_argument("--runner", choices=("local", "beam"), default="local",
+                              help="local: a process pool; beam: an Apache Beam pipeline "
+                              "(DirectRunner, or Dataflow/Flink/Spark via --beam_options)")
+    runner_group.add_argument("--beam_options", default="",
+                              help="Beam pipeline options, e.g. '--runner=FlinkRunner "
+                              "--flink_master=host:8081'")
+    parser.add_argument("--no_tfds_metadata", action="store_true",
+                        help="do not write the TensorFlow Datasets metadata beside the shards")
     for name, module in readers.items():
         module.add_arguments(parser.add_argument_group(f"--format {name}"))
     return parser
@@ -120,7 +144,37 @@ def unknown_class_problems(annotations: AnnotationSet, label_map: LabelMap) -> l
     return problems
 
 
+def plan_splits(images: list, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Split name -> images to write, and split name -> balancing notes for its summary."""
+    notes: dict[str, dict] = {args.split: {}}
+    if args.val_fraction:
+        if args.val_split == args.split:
+            raise UsageError(f"--val_split must differ from --split ({args.split!r})")
+        train, val = splits.split_train_val(images, args.val_fraction, args.seed)
+        planned = {args.split: train, args.val_split: val}
+        notes[args.val_split] = {}
+    else:
+        planned = {args.split: list(images)}
+    if args.max_images_per_class:
+        planned[args.split], dropped = splits.cap_images_per_class(
+            planned[args.split], args.max_images_per_class, args.seed)
+        notes[args.split]["images_dropped_by_max_images_per_class"] = dropped
+    if args.min_images_per_class:
+        planned[args.split], repeated = splits.repeat_rare_classes(
+            planned[args.split], args.min_images_per_class)
+        notes[args.split]["images_repeated_by_min_images_per_class"] = repeated
+    return planned, notes
+
+
+def _split_writer(runner: str):
+    if runner == "beam":
+        from data_prep.beam_runner import write_split as write_split_beam
+        return write_split_beam
+    return write_split
+
+
 def run(args: argparse.Namespace, readers: dict[str, ModuleType]) -> list[SplitSummary]:
+    """Reads, checks, converts every split, then commits all of them together."""
     output_dir = Path(args.output_dir)
     if args.num_shards < 1:
         raise UsageError(f"--num_shards must be at least 1, got {args.num_shards}")
@@ -132,14 +186,41 @@ def run(args: argparse.Namespace, readers: dict[str, ModuleType]) -> list[SplitS
         raise ConversionError(errors)
     options = ConvertOptions(skip_errors=args.skip_errors,
                              drop_empty_images=args.drop_empty_images)
-    summary = SplitSummary(split=args.split, format=args.format, source=annotations.source,
-                           class_names=label_map.names)
-    summary.add_problems(problems)
-    write_split(annotations.images, label_map, str(output_dir), args.split, args.num_shards,
-                max(1, args.workers), options, summary, progress=not args.no_progress)
+    planned, notes = plan_splits(annotations.images, args)
+    write = _split_writer(args.runner)
+    summaries, pending = [], []
+    try:
+        for split, images in planned.items():
+            summary = SplitSummary(split=split, format=args.format, source=annotations.source,
+                                   class_names=label_map.names, notes=notes[split])
+            if split == args.split:  # reading problems are counted once, in the main split
+                summary.add_problems(problems)
+            pending.append(write(images, label_map, str(output_dir), split, args.num_shards,
+                                 max(1, args.workers), options, summary,
+                                 progress=not args.no_progress, **_runner_kwargs(args)))
+            summaries.append(summary)
+    except BaseException:
+        for writer in pending:
+            writer.abort()
+        raise
+    for summary, writer in zip(summaries, pending):
+        summary.shards = [str(p) for p in writer.commit()]
+        summary.removed_stale_shards = [str(p) for p in writer.removed_stale]
+        summary.write(output_dir)
     write_label_map(label_map, output_dir / LABEL_MAP_NAME)
-    summary.write(output_dir)
-    return [summary]
+    if not args.no_tfds_metadata:
+        try:  # TRANSITIONAL: records.tfds_metadata lands with the TFDS issue (#7)
+            from records.tfds_metadata import write_tfds_metadata
+        except ModuleNotFoundError as err:
+            if err.name != "records.tfds_metadata":
+                raise
+        else:
+            write_tfds_metadata(output_dir, label_map)
+    return summaries
+
+
+def _runner_kwargs(args: argparse.Namespace) -> dict:
+    return {"beam_options": args.beam_options} if args.runner == "beam" else {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ class SplitSummary:
     shards: list[str] = dataclasses.field(default_factory=list)
     removed_stale_shards: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    notes: dict = dataclasses.field(default_factory=dict)  # e.g. balancing counts
 
     def add_problems(self, problems: Iterable[Problem]) -> None:
         """Counts problems: errors as skipped items (by scope), the rest as warnings."""
@@ -78,6 +79,7 @@ class SplitSummary:
             "examples": {k: v for k, v in sorted(self.examples.items())},
             "shards": [Path(s).name for s in self.shards],
             "removed_stale_shards": [Path(s).name for s in self.removed_stale_shards],
+            **self.notes,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images / self.seconds, 1) if self.seconds else None,
         }
@@ -102,6 +104,8 @@ class SplitSummary:
             if counter:
                 items = ", ".join(f"{k}: {v}" for k, v in sorted(counter.items()))
                 lines.append(f"  {title}: {items}")
+        for key, value in self.notes.items():
+            lines.append(f"  {key.replace('_', ' ')}: {value}")
         if self.removed_stale_shards:
             lines.append(f"  removed {len(self.removed_stale_shards)} shard(s) of an earlier "
                          "run with another shard count")
