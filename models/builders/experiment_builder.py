@@ -1,0 +1,134 @@
+"""TrainEvalPipelineConfig -> Model Garden ExperimentConfig, plus what Model Garden lacks.
+
+`build_pipeline` is the one place where a pipeline.config becomes something trainable: the
+Model Garden experiment (model, losses, data, optimizer, trainer) and the settings our task
+adds on top (resizing, RPN targets, label maps). Errors carry field paths; `load_and_build`
+turns them into messages that point at lines of the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Sequence
+
+from official.core import config_definitions as cfg
+from official.vision.configs import maskrcnn as mg
+
+from models.builders import input_reader_builder, model_builder, optimizer_builder
+from pipelines.config_util import (PipelineConfig, PipelineConfigError, apply_overrides,
+                                   parse_pipeline_config)
+
+# Model Garden's names for COCO metric sets of the OD API's eval_config.metrics_set.
+KNOWN_METRICS_SETS = ("coco_detection_metrics", "coco_mask_metrics")
+
+
+@dataclasses.dataclass
+class BuiltPipeline:
+    """Everything the training and evaluation drivers need from one pipeline.config."""
+
+    pipeline: PipelineConfig
+    experiment: cfg.ExperimentConfig
+    resize: model_builder.ResizeSpec
+    rpn_targets: model_builder.RpnTargets
+    train_label_map_path: str
+    eval_label_map_path: str
+    sample_1_of_n_eval_examples: int
+    metrics_sets: tuple[str, ...]
+
+    @property
+    def task(self) -> mg.MaskRCNNTask:
+        return self.experiment.task
+
+    @property
+    def num_classes(self) -> int:
+        """Classes without the background, as in the config."""
+        return self.pipeline.model.faster_rcnn.num_classes
+
+
+def _metrics_sets(pipeline: PipelineConfig, include_mask: bool) -> tuple[str, ...]:
+    sets = tuple(pipeline.eval_config.metrics_set) or (
+        ("coco_detection_metrics", "coco_mask_metrics") if include_mask
+        else ("coco_detection_metrics",))
+    for name in sets:
+        if name not in KNOWN_METRICS_SETS:
+            raise PipelineConfigError(f"unknown metrics set {name!r}; known: "
+                                      f"{', '.join(KNOWN_METRICS_SETS)}",
+                                      "eval_config.metrics_set")
+    if "coco_mask_metrics" in sets and not include_mask:
+        raise PipelineConfigError("coco_mask_metrics needs a model that predicts masks "
+                                  "(number_of_stages: 3)", "eval_config.metrics_set")
+    return sets
+
+
+def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
+                   sample_1_of_n_eval_examples: int | None = None) -> BuiltPipeline:
+    """Maps a parsed pipeline config onto Model Garden; raises PipelineConfigError."""
+    if pipeline.model.WhichOneof("model") != "faster_rcnn":
+        raise PipelineConfigError("needs faster_rcnn { ... } (Mask R-CNN)", "model")
+    faster_rcnn = pipeline.model.faster_rcnn
+    train = pipeline.train_config
+    model = model_builder.build_model_config(faster_rcnn)
+    train_data = input_reader_builder.build_data_config(
+        pipeline.train_input_reader, "train_input_reader", train.batch_size, True)
+    if len(pipeline.eval_input_reader) > 1:
+        raise PipelineConfigError("only one eval_input_reader is supported", "eval_input_reader")
+    eval_reader = pipeline.eval_input_reader[0] if pipeline.eval_input_reader else None
+    validation_data = (input_reader_builder.build_data_config(
+        eval_reader, "eval_input_reader", pipeline.eval_config.batch_size or 1, False)
+        if eval_reader is not None else mg.DataConfig(is_training=False))
+    num_steps = int(train.num_steps)
+    if num_steps < 1:
+        raise PipelineConfigError("must be at least 1 (or pass --num_train_steps)",
+                                  "train_config.num_steps")
+    steps_per_loop = max(1, math.gcd(min(100, num_steps), checkpoint_every_n))
+    task = mg.MaskRCNNTask(
+        model=model,
+        train_data=train_data,
+        validation_data=validation_data,
+        losses=model_builder.build_losses_config(faster_rcnn, train.weight_decay),
+        init_checkpoint="",
+        per_category_metrics=pipeline.eval_config.include_metrics_per_category,
+    )
+    trainer = cfg.TrainerConfig(
+        train_steps=num_steps,
+        steps_per_loop=steps_per_loop,
+        summary_interval=steps_per_loop,
+        checkpoint_interval=checkpoint_every_n,
+        max_to_keep=train.checkpoint_max_to_keep,
+        validation_steps=-1,
+        optimizer_config=optimizer_builder.build_optimization_config(
+            train.optimizer, train.gradient_clipping_by_norm))
+    experiment = cfg.ExperimentConfig(
+        task=task, trainer=trainer,
+        runtime=cfg.RuntimeConfig(mixed_precision_dtype="float32", enable_xla=False))
+    sample = sample_1_of_n_eval_examples or (
+        eval_reader.sample_1_of_n_examples if eval_reader is not None else 1)
+    return BuiltPipeline(
+        pipeline=pipeline,
+        experiment=experiment,
+        resize=model_builder.build_resize_spec(faster_rcnn),
+        rpn_targets=model_builder.build_rpn_targets(faster_rcnn),
+        train_label_map_path=pipeline.train_input_reader.label_map_path,
+        eval_label_map_path=eval_reader.label_map_path if eval_reader is not None else "",
+        sample_1_of_n_eval_examples=sample,
+        metrics_sets=_metrics_sets(pipeline, model.include_mask),
+    )
+
+
+def load_and_build(path: str | Path, overrides: Sequence[str] = (),
+                   num_train_steps: int | None = None, checkpoint_every_n: int = 1000,
+                   sample_1_of_n_eval_examples: int | None = None) -> BuiltPipeline:
+    """Reads, overrides and builds a pipeline config; errors point at lines of `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineConfigError(f"pipeline config {path} does not exist") from None
+    pipeline = apply_overrides(parse_pipeline_config(text, str(path)), overrides)
+    if num_train_steps:
+        pipeline.train_config.num_steps = num_train_steps
+    try:
+        return build_pipeline(pipeline, checkpoint_every_n, sample_1_of_n_eval_examples)
+    except PipelineConfigError as err:
+        raise err.located(str(path), text) from None

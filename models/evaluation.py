@@ -1,0 +1,81 @@
+"""Continuous evaluation: each new checkpoint in checkpoint_dir is scored with COCO box and
+mask metrics (pycocotools, through Model Garden's evaluator) until none arrives for
+--eval_timeout seconds or the last training step has been evaluated."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import orbit
+import tensorflow as tf
+
+from models.builders.experiment_builder import BuiltPipeline
+from models.eval_annotations import write_coco_groundtruth
+from models.preflight import check_label_map, check_records
+from models.strategy import Placement
+from models.training import apply_precision, build_trainer
+from records.atomic_io import write_json_atomic
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+
+
+def _keep_requested(logs: dict, metrics_sets: tuple[str, ...]) -> dict:
+    keep_boxes = "coco_detection_metrics" in metrics_sets
+    keep_masks = "coco_mask_metrics" in metrics_sets
+    return {name: float(np.asarray(value)) for name, value in logs.items()
+            if np.asarray(value).size == 1
+            and ((keep_masks and name.startswith("DetectionMasks"))
+                 or (keep_boxes and name.startswith("DetectionBoxes"))
+                 or not name.startswith("Detection"))}
+
+
+def prepare_groundtruth(built: BuiltPipeline, eval_dir: Path) -> Path:
+    """Checks the evaluation inputs and writes their COCO ground truth."""
+    if not built.pipeline.eval_input_reader:
+        raise ValueError("the pipeline config has no eval_input_reader to evaluate on")
+    label_map = check_label_map(built.eval_label_map_path, built.num_classes,
+                                "eval_input_reader")
+    patterns = list(built.task.validation_data.input_path)
+    check_records(patterns, "eval_input_reader", built.num_classes,
+                  built.task.model.include_mask)
+    return write_coco_groundtruth(eval_dir / "coco_groundtruth.json", patterns, label_map,
+                                  built.num_classes, built.sample_1_of_n_eval_examples,
+                                  built.task.model.include_mask)
+
+
+def evaluate_continuously(built: BuiltPipeline, model_dir: str, checkpoint_dir: str,
+                          placement: Placement, eval_timeout: float = 3600) -> dict:
+    """Evaluates checkpoints as they appear; returns {step: metrics} of this run."""
+    eval_dir = Path(model_dir) / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    built.task.annotation_file = str(prepare_groundtruth(built, eval_dir))
+    apply_precision(built, placement.precision)
+    trainer = build_trainer(built, model_dir, placement, train=False, evaluate=True)
+    manager = tf.train.CheckpointManager(trainer.checkpoint, directory=checkpoint_dir,
+                                         max_to_keep=None)
+    controller = orbit.Controller(strategy=placement.strategy, evaluator=trainer,
+                                  global_step=trainer.global_step, checkpoint_manager=manager,
+                                  eval_summary_dir=os.fspath(eval_dir))
+    metrics_path = eval_dir / METRICS_FILE
+    history = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    results: dict[int, dict] = {}
+    final_step = built.experiment.trainer.train_steps
+    for checkpoint in tf.train.checkpoints_iterator(checkpoint_dir, timeout=eval_timeout,
+                                                    timeout_fn=lambda: True):
+        controller.restore_checkpoint(checkpoint)
+        step = int(trainer.global_step.numpy())
+        logs = _keep_requested(controller.evaluate(steps=-1), built.metrics_sets)
+        results[step] = logs
+        history[str(step)] = logs
+        write_json_atomic(metrics_path, history)
+        shown = {k: round(v, 4) for k, v in logs.items() if k.endswith("/mAP")}
+        print(f"step {step}: {shown}", flush=True)
+        if step >= final_step:
+            break
+    if not results:
+        log.warning("no checkpoint appeared in %s within %s s", checkpoint_dir, eval_timeout)
+    return results

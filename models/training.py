@@ -1,0 +1,108 @@
+"""The training driver: Model Garden's trainer in an Orbit loop, with checkpoints that
+resume where a killed job stopped, and a clear stop on a NaN or infinite loss."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import orbit
+import tensorflow as tf
+from official.core import train_utils
+from official.modeling import performance
+from official.vision.ops.preprocess_ops import MEAN_RGB, STDDEV_RGB
+
+from models.builders.experiment_builder import BuiltPipeline
+from models.preflight import check_label_map, check_records
+from models.strategy import Placement
+from models.task import NON_FINITE_MARKER, MaskRCNNTask
+from models.trainer import Trainer
+from pipelines.config_util import save_pipeline_config
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a loss became NaN); the message says where and why."""
+
+
+def apply_precision(built: BuiltPipeline, precision: str) -> None:
+    """Mixed precision policy and input dtype for the placement's precision."""
+    built.experiment.runtime.mixed_precision_dtype = precision
+    built.task.train_data.dtype = precision
+    built.task.validation_data.dtype = precision
+    performance.set_mixed_precision_policy(precision)
+
+
+def build_trainer(built: BuiltPipeline, model_dir: str, placement: Placement, train: bool,
+                  evaluate: bool, task: MaskRCNNTask | None = None) -> Trainer:
+    with placement.strategy.scope():
+        task = task or MaskRCNNTask(built, logging_dir=model_dir)
+        return train_utils.create_trainer(built.experiment, task, train=train,
+                                          evaluate=evaluate, trainer_cls=Trainer)
+
+
+def check_training_inputs(built: BuiltPipeline) -> None:
+    check_label_map(built.train_label_map_path, built.num_classes, "train_input_reader")
+    check_records(list(built.task.train_data.input_path), "train_input_reader",
+                  built.num_classes, built.task.model.include_mask)
+
+
+def _non_finite_loss(err: tf.errors.InvalidArgumentError) -> str | None:
+    message = str(err)
+    if NON_FINITE_MARKER not in message:
+        return None
+    return message.split(NON_FINITE_MARKER, 1)[1].split(" :")[0].split("\n")[0].strip()
+
+
+def write_input_summaries(trainer: Trainer, model_dir: str, max_images: int = 4) -> None:
+    """One batch of training inputs, as the model sees them, with their boxes, to TensorBoard."""
+    dataset = trainer.task.build_inputs(trainer.config.task.train_data)
+    images, labels = next(iter(dataset))
+    images = tf.cast(images, tf.float32) * STDDEV_RGB + MEAN_RGB
+    height, width = images.shape[1], images.shape[2]
+    boxes = labels["gt_boxes"] / [height, width, height, width]
+    drawn = tf.image.draw_bounding_boxes(images / 255.0, tf.maximum(boxes, 0.0),
+                                         colors=[[1.0, 1.0, 0.0, 1.0]])
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    with writer.as_default():
+        tf.summary.image("train_input_images", drawn, step=trainer.global_step,
+                         max_outputs=max_images)
+    writer.close()
+
+
+def train(built: BuiltPipeline, model_dir: str, placement: Placement,
+          checkpoint_every_n: int = 1000, task: MaskRCNNTask | None = None,
+          record_summaries: bool = False) -> dict:
+    """Trains until train_config.num_steps, resuming from model_dir's last checkpoint."""
+    check_training_inputs(built)
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    save_pipeline_config(built.pipeline, Path(model_dir) / "pipeline.config")
+    apply_precision(built, placement.precision)
+    trainer = build_trainer(built, model_dir, placement, train=True, evaluate=False, task=task)
+    trainer_config = built.experiment.trainer
+    manager = tf.train.CheckpointManager(
+        trainer.checkpoint, directory=model_dir, max_to_keep=trainer_config.max_to_keep,
+        step_counter=trainer.global_step, checkpoint_interval=checkpoint_every_n,
+        init_fn=trainer.initialize)
+    controller = orbit.Controller(
+        strategy=placement.strategy, trainer=trainer, global_step=trainer.global_step,
+        steps_per_loop=trainer_config.steps_per_loop, checkpoint_manager=manager,
+        summary_dir=os.path.join(model_dir, "train"),
+        summary_interval=trainer_config.summary_interval)
+    start = int(trainer.global_step.numpy())
+    if start:
+        print(f"resuming from {manager.latest_checkpoint} at step {start}", flush=True)
+    if record_summaries and start < trainer_config.train_steps:
+        write_input_summaries(trainer, model_dir)
+    try:
+        controller.train(steps=trainer_config.train_steps)
+    except tf.errors.InvalidArgumentError as err:
+        loss = _non_finite_loss(err)
+        if loss is None:
+            raise
+        raise TrainingError(
+            f"training stopped at step {int(trainer.global_step.numpy()) + 1}: {loss} is NaN "
+            "or infinite. Lower the learning rate (or add gradient_clipping_by_norm) and "
+            f"train again; the last good checkpoint is {manager.latest_checkpoint}") from None
+    return {"step": int(trainer.global_step.numpy()), "checkpoint": manager.latest_checkpoint}
