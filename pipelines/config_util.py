@@ -62,10 +62,15 @@ def parse_pipeline_config(text: str, source: str = "<pipeline config>") -> Pipel
 
 
 def _override(target, source) -> None:
-    """Sets every field `source` sets: scalars and repeated fields are replaced (so an
-    overridden input_path replaces the configured ones), messages are merged field by field."""
+    """Sets every field `source` sets. Scalars and lists of scalars are replaced (so an
+    overridden input_path replaces the configured ones); messages, and the elements of
+    message lists (e.g. the first eval_input_reader), are patched field by field."""
     for field, value in source.ListFields():
-        if field.is_repeated:
+        if field.is_repeated and field.type == field.TYPE_MESSAGE:
+            existing = getattr(target, field.name)
+            for index, element in enumerate(value):
+                _override(existing[index] if index < len(existing) else existing.add(), element)
+        elif field.is_repeated:
             target.ClearField(field.name)
             getattr(target, field.name).extend(value)
         elif field.type == field.TYPE_MESSAGE:

@@ -47,8 +47,10 @@ def _schedule(rate: optimizer_pb2.LearningRate, where: str) -> tuple[dict, dict 
         if steps != sorted(set(steps)) or (steps and steps[0] == 0):
             raise _error(f"{where}.manual_step_learning_rate.schedule",
                          "steps must be positive and increasing")
+        # The OD API switches rates at step == boundary; PiecewiseConstantDecay one step
+        # later, hence the - 1.
         schedule = {"type": "stepwise", "stepwise": {
-            "boundaries": steps,
+            "boundaries": [step - 1 for step in steps],
             "values": [manual.initial_learning_rate] + [s.learning_rate for s in
                                                         manual.schedule]}}
         warmup = None
