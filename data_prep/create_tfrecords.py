@@ -26,6 +26,7 @@ from data_prep.convert import (ConversionError, ConvertOptions, default_workers,
 from data_prep.summary import SplitSummary  # noqa: E402
 from records.label_map import (LabelMap, LabelMapError, read_label_map,  # noqa: E402
                                write_label_map)
+from records.tfds_metadata import remove_tfds_metadata, write_tfds_metadata  # noqa: E402
 
 LABEL_MAP_NAME = "label_map.pbtxt"
 
@@ -208,14 +209,11 @@ def run(args: argparse.Namespace, readers: dict[str, ModuleType]) -> list[SplitS
         summary.removed_stale_shards = [str(p) for p in writer.removed_stale]
         summary.write(output_dir)
     write_label_map(label_map, output_dir / LABEL_MAP_NAME)
-    if not args.no_tfds_metadata:
-        try:  # TRANSITIONAL: records.tfds_metadata lands with the TFDS issue (#7)
-            from records.tfds_metadata import write_tfds_metadata
-        except ModuleNotFoundError as err:
-            if err.name != "records.tfds_metadata":
-                raise
-        else:
-            write_tfds_metadata(output_dir, label_map)
+    if args.no_tfds_metadata:  # an earlier run's metadata would describe other shards
+        for path in remove_tfds_metadata(output_dir):
+            print(f"removed stale TFDS metadata {path}")
+    else:
+        write_tfds_metadata(output_dir, label_map)
     return summaries
 
 

@@ -100,6 +100,7 @@ def test_bad_input_stops_with_a_clear_message_and_writes_nothing(dataset, tmp_pa
     expected_images = len(data["images"]) - (scope == "images")
     assert summary["images"] == len(read_examples(shard_glob(out, "train"))) == expected_images
     assert sorted(p.name for p in out.iterdir()) == [
+        "dataset_info.json", "features.json", "image.object.class.label.labels.txt",
         "label_map.pbtxt", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
         "train.summary.json"]
 
