@@ -23,12 +23,13 @@ Augmentation = Callable[[dict], dict]
 
 
 def desired_size(image_size: tf.Tensor, spec: ResizeSpec) -> tf.Tensor:
-    """[height, width] the image is resized to (before padding), as float32."""
+    """[height, width] the image is resized to (before padding), int32 as Model Garden's
+    resize slices with it when it jitters the scale."""
     if spec.kind == "fixed_shape":
-        return tf.constant([spec.height, spec.width], tf.float32)
+        return tf.constant([spec.height, spec.width], tf.int32)
     scale = tf.minimum(spec.min_dimension / tf.reduce_min(image_size),
                        spec.height / tf.reduce_max(image_size))
-    return tf.round(image_size * scale)
+    return tf.cast(tf.round(image_size * scale), tf.int32)
 
 
 class Parser(maskrcnn_input.Parser):

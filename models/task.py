@@ -7,8 +7,7 @@ and a stop with the loss's name when a loss is NaN or infinite.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -17,8 +16,10 @@ from official.vision.configs import maskrcnn as mg
 from official.vision.dataloaders import input_reader, input_reader_factory, tf_example_decoder
 from official.vision.tasks import maskrcnn as mg_task
 
-from models.builders.experiment_builder import BuiltPipeline
-from models.inputs import Augmentation, Parser
+from models import augment, sampling, variables
+from models.builders.experiment_builder import BuiltPipeline, Stage
+from models.fine_tune import initialize_from_checkpoint
+from models.inputs import Parser
 
 # Model Garden's loss names -> the OD API's TensorBoard names, which our users know.
 LOSS_NAMES = {
@@ -29,20 +30,24 @@ LOSS_NAMES = {
     "mask_loss": "Loss/BoxClassifierLoss/mask_loss",
     "total_loss": "Loss/total_loss",
 }
-NON_FINITE_MARKER = "non-finite loss: "
+NON_FINITE_MARKER = "non-finite loss:"
 
 
 class MaskRCNNTask(mg_task.MaskRCNNTask):
     """Model Garden's Mask R-CNN task configured from a BuiltPipeline."""
 
-    def __init__(self, built: BuiltPipeline, logging_dir: str = "",
-                 augmentation: Optional[Augmentation] = None,
-                 aug_scale_range: tuple[float, float] = (1.0, 1.0)):
+    def __init__(self, built: BuiltPipeline, logging_dir: str = ""):
         super().__init__(built.task, logging_dir=logging_dir)
         self.built = built
-        self._augmentation = augmentation
-        self._aug_scale_range = aug_scale_range
-        self._trainable_patterns: Optional[Sequence[re.Pattern]] = None
+        train = built.pipeline.train_config
+        self._augmentation, self._aug_scale_range = augment.build_augmentation(
+            train.data_augmentation_options)
+        self._trainable: Optional[set] = None  # refs of the variables the stage trains
+
+    def initialize(self, model: tf_keras.Model) -> None:
+        """Loads train_config.fine_tune_checkpoint when model_dir has no checkpoint yet."""
+        if self.built.pipeline.train_config.fine_tune_checkpoint:
+            print(initialize_from_checkpoint(model, self.built), flush=True)
 
     # --- inputs -------------------------------------------------------------------------
     def build_inputs(self, params: mg.DataConfig, input_context=None,
@@ -58,6 +63,12 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
             aug_scale_min=self._aug_scale_range[0], aug_scale_max=self._aug_scale_range[1],
             dtype=params.dtype)
         dataset_fn = dataset_fn or dataset_fn_lib.pick_dataset_fn(params.file_type)
+        train_config = self.built.pipeline.train_config
+        if params.is_training and train_config.HasField("repeat_factor_sampling"):
+            factors = sampling.class_repeat_factors(
+                params.input_path, self.built.num_classes,
+                train_config.repeat_factor_sampling.threshold)
+            dataset_fn = sampling.repeat_by_factor(dataset_fn, factors)
         sample = self.built.sample_1_of_n_eval_examples
         if not params.is_training and sample > 1:
             base_fn = dataset_fn
@@ -69,23 +80,37 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
         return reader.read(input_context=input_context)
 
     # --- training -------------------------------------------------------------------------
-    def set_trainable_patterns(self, patterns: Optional[Sequence[str]]) -> None:
-        """Only variables whose name matches one of `patterns` are trained (None: all)."""
-        self._trainable_patterns = (None if patterns is None
-                                    else [re.compile(p) for p in patterns])
+    def enter_stage(self, model: tf_keras.Model, stage: Stage) -> tuple[int, int]:
+        """Trains only what `stage` selects from now on; returns (trained, trainable) counts.
+
+        The caller must rebuild the traced train loop, which captured the variable list.
+        """
+        chosen = variables.select_trainable(model, stage.allow, stage.deny)
+        variables.apply_trainable(model, chosen)
+        self._trainable = chosen
+        return len(chosen), len([v for v in model.weights if v.trainable])
 
     def trainable_variables(self, model: tf_keras.Model) -> list:
-        variables = model.trainable_variables
-        if self._trainable_patterns is None:
-            return variables
-        return [v for v in variables if any(p.search(v.name) for p in self._trainable_patterns)]
+        trainable = model.trainable_variables
+        if self._trainable is None:
+            return trainable
+        return [v for v in trainable if v.ref() in self._trainable]
 
-    def build_losses(self, outputs, labels, aux_losses=None) -> dict[str, tf.Tensor]:
-        losses = super().build_losses(outputs, labels, aux_losses)
-        # Stop on the first NaN or infinite loss, naming it, before any weight is updated.
-        return {name: tf.debugging.check_numerics(value, NON_FINITE_MARKER +
-                                                  LOSS_NAMES.get(name, name))
-                for name, value in losses.items()}
+    @staticmethod
+    def assert_finite(losses: dict[str, tf.Tensor], step: tf.Tensor) -> None:
+        """Fails the step, naming the first non-finite loss (components before totals) and
+        the step (the optimizer's update count + 1, read before this step's update).
+
+        Stateful ops on different variables are not ordered inside a tf.function, so the
+        step comes from the optimizer, not from the trainer's step counter. The run stops
+        before the controller saves a checkpoint: no NaN weight is ever written.
+        """
+        names = sorted(losses, key=lambda n: n in ("total_loss", "model_loss"))
+        finite = tf.stack([tf.reduce_all(tf.math.is_finite(losses[n])) for n in names])
+        first_bad = tf.gather(tf.constant([LOSS_NAMES.get(n, n) for n in names]),
+                              tf.argmin(tf.cast(finite, tf.int32)))
+        tf.debugging.Assert(tf.reduce_all(finite), [NON_FINITE_MARKER, first_bad, "at step",
+                                                    step])
 
     def train_step(self, inputs: tuple[Any, Any], model, optimizer, metrics=None):
         """Model Garden's train step, on the variables the current stage trains."""
@@ -100,6 +125,7 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
             outputs = model(images, **kwargs)
             outputs = tf.nest.map_structure(lambda x: tf.cast(x, tf.float32), outputs)
             losses = self.build_losses(outputs=outputs, labels=labels, aux_losses=model.losses)
+            self.assert_finite(losses, tf.cast(optimizer.iterations, tf.int64) + 1)
             scaled_loss = losses["total_loss"] / num_replicas
             if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
                 scaled_loss = optimizer.get_scaled_loss(scaled_loss)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import orbit
@@ -48,11 +49,11 @@ def check_training_inputs(built: BuiltPipeline) -> None:
                   built.num_classes, built.task.model.include_mask)
 
 
-def _non_finite_loss(err: tf.errors.InvalidArgumentError) -> str | None:
-    message = str(err)
-    if NON_FINITE_MARKER not in message:
-        return None
-    return message.split(NON_FINITE_MARKER, 1)[1].split(" :")[0].split("\n")[0].strip()
+def _non_finite_loss(err: tf.errors.InvalidArgumentError) -> tuple[str, int] | None:
+    """(loss name, step) of MaskRCNNTask.assert_finite's failure, if that is what failed."""
+    match = re.search(re.escape(NON_FINITE_MARKER) + r"\] \[([^\]]+)\] \[at step\] \[(\d+)\]",
+                      str(err))
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def write_input_summaries(trainer: Trainer, model_dir: str, max_images: int = 4) -> None:
@@ -69,6 +70,33 @@ def write_input_summaries(trainer: Trainer, model_dir: str, max_images: int = 4)
         tf.summary.image("train_input_images", drawn, step=trainer.global_step,
                          max_outputs=max_images)
     writer.close()
+
+
+def _create_optimizer_slots(trainer: Trainer, placement: Placement) -> None:
+    """Slots for every variable any stage may train, before the first step: a stage that
+    unfreezes layers then finds their slots (and a resumed run restores them)."""
+    variables = [v for v in trainer.model.weights if v.trainable]
+    optimizer = trainer.optimizer
+    with placement.strategy.scope():
+        if hasattr(optimizer, "_create_all_weights"):  # Keras' legacy optimizers (Model Garden)
+            optimizer._create_all_weights(variables)  # pylint: disable=protected-access
+        else:
+            optimizer.build(variables)
+
+
+def _train_stages(built: BuiltPipeline, trainer: Trainer, controller: orbit.Controller,
+                  start: int) -> None:
+    """Runs each stage not yet finished, with the variables it trains."""
+    begin = 0
+    for stage in built.stages:
+        if start < stage.end_step:
+            trained, trainable = trainer.task.enter_stage(trainer.model, stage)
+            trainer._train_loop_fn = None  # pylint: disable=protected-access  # retrace
+            if len(built.stages) > 1:
+                print(f"stage '{stage.name}': steps {max(begin, start) + 1}-{stage.end_step}, "
+                      f"training {trained} of {trainable} variables", flush=True)
+            controller.train(steps=stage.end_step)
+        begin = stage.end_step
 
 
 def train(built: BuiltPipeline, model_dir: str, placement: Placement,
@@ -95,14 +123,18 @@ def train(built: BuiltPipeline, model_dir: str, placement: Placement,
         print(f"resuming from {manager.latest_checkpoint} at step {start}", flush=True)
     if record_summaries and start < trainer_config.train_steps:
         write_input_summaries(trainer, model_dir)
+    _create_optimizer_slots(trainer, placement)
     try:
-        controller.train(steps=trainer_config.train_steps)
+        _train_stages(built, trainer, controller, start)
     except tf.errors.InvalidArgumentError as err:
-        loss = _non_finite_loss(err)
-        if loss is None:
+        found = _non_finite_loss(err)
+        if found is None:
             raise
+        loss, step = found
         raise TrainingError(
-            f"training stopped at step {int(trainer.global_step.numpy()) + 1}: {loss} is NaN "
+            f"training stopped at step {step}: {loss} is NaN "
             "or infinite. Lower the learning rate (or add gradient_clipping_by_norm) and "
-            f"train again; the last good checkpoint is {manager.latest_checkpoint}") from None
+            "train again; " + (f"the last good checkpoint is {manager.latest_checkpoint}"
+                               if manager.latest_checkpoint else "no checkpoint was saved")
+        ) from None
     return {"step": int(trainer.global_step.numpy()), "checkpoint": manager.latest_checkpoint}

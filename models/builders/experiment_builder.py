@@ -21,6 +21,63 @@ from pipelines.config_util import (PipelineConfig, PipelineConfigError, apply_ov
 
 # Model Garden's names for COCO metric sets of the OD API's eval_config.metrics_set.
 KNOWN_METRICS_SETS = ("coco_detection_metrics", "coco_mask_metrics")
+TRAINABLE_PRESETS = ("heads", "5+", "4+", "3+", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of training: up to `end_step`, training what allow/deny select."""
+
+    name: str
+    end_step: int
+    allow: tuple[str, ...]
+    deny: tuple[str, ...]
+
+
+def build_stages(train) -> tuple[list[Stage], tuple[list[int], list[float]] | None]:
+    """The training stages and, when they set learning rates, (ends, rates) for the schedule.
+
+    Without `stage` entries the whole run is one stage shaped by the top-level
+    trainable_layers / freeze_variables / update_trainable_variables.
+    """
+    from models.variables import PRESETS, trainable_patterns
+
+    def patterns(source, field):
+        if source.trainable_layers not in PRESETS:
+            raise PipelineConfigError(f"unknown preset {source.trainable_layers!r}; choose "
+                                      f"from {', '.join(TRAINABLE_PRESETS)}",
+                                      f"{field}.trainable_layers")
+        allow, deny = trainable_patterns(source.trainable_layers,
+                                         source.update_trainable_variables,
+                                         source.freeze_variables)
+        return tuple(allow), tuple(deny)
+
+    if not train.stage:
+        return [Stage("all", int(train.num_steps), *patterns(train, "train_config"))], None
+    if (train.trainable_layers != "all" or train.freeze_variables
+            or train.update_trainable_variables):
+        raise PipelineConfigError("with stages, set trainable_layers, freeze_variables and "
+                                  "update_trainable_variables in each stage",
+                                  "train_config.stage")
+    stages, end = [], 0
+    for index, stage in enumerate(train.stage):
+        field = f"train_config.stage[{index}]"
+        if stage.num_steps < 1:
+            raise PipelineConfigError("needs num_steps of at least 1", f"{field}.num_steps")
+        end += stage.num_steps
+        stages.append(Stage(stage.name or f"stage {index + 1}", end, *patterns(stage, field)))
+    if train.num_steps and train.num_steps != end:
+        raise PipelineConfigError(f"is {train.num_steps} but the stages add up to {end} "
+                                  "steps; leave it unset with stages", "train_config.num_steps")
+    train.num_steps = end
+    with_rate = [stage.HasField("learning_rate") for stage in train.stage]
+    if any(with_rate) and not all(with_rate):
+        raise PipelineConfigError("set learning_rate in every stage or in none (then the "
+                                  "optimizer's schedule runs across the stages)",
+                                  "train_config.stage")
+    rates = ([s.end_step for s in stages], [st.learning_rate for st in train.stage]
+             ) if all(with_rate) else None
+    return stages, rates
 
 
 @dataclasses.dataclass
@@ -35,6 +92,7 @@ class BuiltPipeline:
     eval_label_map_path: str
     sample_1_of_n_eval_examples: int
     metrics_sets: tuple[str, ...]
+    stages: list[Stage]
 
     @property
     def task(self) -> mg.MaskRCNNTask:
@@ -68,6 +126,7 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
         raise PipelineConfigError("needs faster_rcnn { ... } (Mask R-CNN)", "model")
     faster_rcnn = pipeline.model.faster_rcnn
     train = pipeline.train_config
+    stages, stage_rates = build_stages(train)
     model = model_builder.build_model_config(faster_rcnn)
     train_data = input_reader_builder.build_data_config(
         pipeline.train_input_reader, "train_input_reader", train.batch_size, True)
@@ -77,7 +136,7 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
     validation_data = (input_reader_builder.build_data_config(
         eval_reader, "eval_input_reader", pipeline.eval_config.batch_size or 1, False)
         if eval_reader is not None else mg.DataConfig(is_training=False))
-    num_steps = int(train.num_steps)
+    num_steps = int(train.num_steps)  # with stages, build_stages has set it to their sum
     if num_steps < 1:
         raise PipelineConfigError("must be at least 1 (or pass --num_train_steps)",
                                   "train_config.num_steps")
@@ -98,7 +157,7 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
         max_to_keep=train.checkpoint_max_to_keep,
         validation_steps=-1,
         optimizer_config=optimizer_builder.build_optimization_config(
-            train.optimizer, train.gradient_clipping_by_norm))
+            train.optimizer, train.gradient_clipping_by_norm, stage_rates))
     experiment = cfg.ExperimentConfig(
         task=task, trainer=trainer,
         runtime=cfg.RuntimeConfig(mixed_precision_dtype="float32", enable_xla=False))
@@ -113,6 +172,7 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
         eval_label_map_path=eval_reader.label_map_path if eval_reader is not None else "",
         sample_1_of_n_eval_examples=sample,
         metrics_sets=_metrics_sets(pipeline, model.include_mask),
+        stages=stages,
     )
 
 

@@ -79,8 +79,11 @@ def _schedule(rate: optimizer_pb2.LearningRate, where: str) -> tuple[dict, dict 
 
 
 def build_optimization_config(optimizer: optimizer_pb2.Optimizer,
-                              gradient_clipping_by_norm: float = 0.0
+                              gradient_clipping_by_norm: float = 0.0,
+                              stage_rates: tuple[list[int], list[float]] | None = None
                               ) -> optimization.OptimizationConfig:
+    """`stage_rates` (stage end steps, learning rates) replaces the configured schedule with
+    one constant rate per stage of staged fine-tuning."""
     kind = optimizer.WhichOneof("optimizer")
     clip = {"global_clipnorm": gradient_clipping_by_norm} if gradient_clipping_by_norm else {}
     if kind == "momentum_optimizer":
@@ -94,6 +97,13 @@ def build_optimization_config(optimizer: optimizer_pb2.Optimizer,
         schedule, warmup = _schedule(adam.learning_rate, "adam_optimizer.learning_rate")
     else:
         raise _error("", "is required: momentum_optimizer or adam_optimizer")
+    if stage_rates is not None:
+        ends, rates = stage_rates
+        # Step k (1-based) is optimizer iteration k - 1: stage i covers iterations up to
+        # end_i - 1, which PiecewiseConstantDecay's `step <= boundary` keeps in stage i.
+        schedule = {"type": "stepwise", "stepwise": {"boundaries": [e - 1 for e in ends[:-1]],
+                                                     "values": list(rates)}}
+        warmup = None
     config = {"optimizer": optimizer_config, "learning_rate": schedule}
     if warmup:
         config["warmup"] = warmup

@@ -1,0 +1,129 @@
+"""Loading `train_config.fine_tune_checkpoint` by `fine_tune_checkpoint_type`.
+
+classification  the backbone only (a ResNet trained on another task, or any checkpoint
+                written with a top-level `backbone`, which ours and Model Garden's have);
+detection       everything whose shape does not depend on num_classes: a model trained on
+                other classes starts with all of its backbone, FPN, RPN and head layers and
+                only the class-sized output layers fresh;
+full            everything, which must match the model exactly.
+
+A checkpoint that does not fit is an error naming the variables that did not load.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+
+import tensorflow as tf
+import tf_keras
+from official.vision.modeling import factory
+
+from models.builders.experiment_builder import BuiltPipeline
+
+TYPES = ("classification", "detection", "full")
+_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+class FineTuneCheckpointError(ValueError):
+    """The fine-tune checkpoint is missing or does not fit the model."""
+
+
+def resolve_checkpoint(path: str) -> str:
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise FineTuneCheckpointError(f"fine_tune_checkpoint {path} is a directory "
+                                          "without a checkpoint")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise FineTuneCheckpointError(f"fine_tune_checkpoint {path} does not exist (expected "
+                                      f"{path}.index, or a directory of checkpoints)")
+    return path
+
+
+def _shapes(path: str, prefix: str) -> dict[str, list[int]]:
+    return {name[len(prefix):-len(_VALUE_SUFFIX)]: shape
+            for name, shape in tf.train.list_variables(path)
+            if name.startswith(prefix) and name.endswith(_VALUE_SUFFIX)
+            and "OPTIMIZER_SLOT" not in name}
+
+
+def mismatch_report(path: str, root: str, obj) -> str:
+    """Which of `obj`'s variables the checkpoint lacks or holds with another shape."""
+    with tempfile.TemporaryDirectory() as tmp:
+        expected = _shapes(tf.train.Checkpoint(**{root: obj}).write(f"{tmp}/ckpt"), f"{root}/")
+    found = _shapes(path, f"{root}/")
+    missing = sorted(set(expected) - set(found))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    lines = [f"  missing from the checkpoint: {k} {expected[k]}" for k in missing[:15]]
+    lines += [f"  shape {found[k]} in the checkpoint, {expected[k]} in the model: {k}"
+              for k in reshaped[:15]]
+    more = len(missing) + len(reshaped) - len(lines)
+    return "\n".join(lines + ([f"  ... and {more} more"] if more > 0 else []))
+
+
+def _restore_exactly(path: str, root: str, obj, kind: str) -> None:
+    try:
+        status = tf.train.Checkpoint(**{root: obj}).read(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as err:
+        report = mismatch_report(path, root, obj) or f"  {str(err)[:500]}"
+        raise FineTuneCheckpointError(
+            f"fine_tune_checkpoint {path} does not fit the model for fine_tune_checkpoint_type "
+            f"{kind!r}; variables that did not load:\n{report}") from None
+
+
+def _checkpoint_num_classes(path: str, model_config) -> int | None:
+    """Model Garden's class count (with background) of a detection checkpoint."""
+    for name, shape in _shapes(path, "model/").items():
+        if name.startswith("detection_head/") and name.endswith("_classifier/kernel"):
+            return int(shape[-1])
+    return None
+
+
+def _build_like(built: BuiltPipeline, num_classes: int) -> tf_keras.Model:
+    config = copy.deepcopy(built.task.model)
+    config.num_classes = num_classes
+    model = factory.build_maskrcnn(
+        input_specs=tf_keras.layers.InputSpec(shape=[None] + config.input_size),
+        model_config=config)
+    model(tf_keras.Input(config.input_size), image_shape=tf_keras.layers.Input([2]),
+          training=False)
+    return model
+
+
+def load_detection(model: tf_keras.Model, path: str, built: BuiltPipeline) -> list[str]:
+    """Copies every variable whose shape matches; returns the skipped (class-sized) ones."""
+    num_classes = _checkpoint_num_classes(path, built.task.model)
+    if num_classes is None:
+        raise FineTuneCheckpointError(f"fine_tune_checkpoint {path} is not a detection "
+                                      "checkpoint (it has no detection head); use "
+                                      "fine_tune_checkpoint_type: \"classification\"")
+    source = _build_like(built, num_classes)
+    _restore_exactly(path, "model", source, "detection")
+    skipped = []
+    for mine, theirs in zip(model.weights, source.weights):
+        if mine.shape == theirs.shape:
+            mine.assign(theirs)
+        else:
+            skipped.append(mine.name)
+    return skipped
+
+
+def initialize_from_checkpoint(model: tf_keras.Model, built: BuiltPipeline) -> str:
+    """Loads the configured fine-tune checkpoint; returns a one-line account of it."""
+    train = built.pipeline.train_config
+    kind = train.fine_tune_checkpoint_type or "detection"
+    if kind not in TYPES:
+        raise FineTuneCheckpointError(f"fine_tune_checkpoint_type {kind!r} is not one of "
+                                      f"{', '.join(TYPES)}")
+    path = resolve_checkpoint(train.fine_tune_checkpoint)
+    if kind == "classification":
+        _restore_exactly(path, "backbone", model.backbone, kind)
+        return f"loaded the backbone from {path}"
+    if kind == "full":
+        _restore_exactly(path, "model", model, kind)
+        return f"loaded every variable from {path}"
+    skipped = load_detection(model, path, built)
+    return (f"loaded {path} except {len(skipped)} class-dependent variable(s)"
+            if skipped else f"loaded every variable from {path}")
