@@ -103,6 +103,9 @@ class AnnotationSet:
     images: list[ImageAnnotation]
     problems: list[Problem] = dataclasses.field(default_factory=list)
     display_names: list[str] | None = None  # parallel to class_names, when they differ
+    # class name -> (ancestor names, descendant names), for hierarchical label sets (Open
+    # Images): written as the label map's ancestor_ids / descendant_ids.
+    class_relations: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
     @property
     def errors(self) -> list[Problem]:

@@ -11,6 +11,7 @@ skipped and counted with --skip_errors); shards appear only when the whole split
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
@@ -117,6 +118,8 @@ def resolve_label_map(annotations: AnnotationSet, output_dir: Path,
     if label_map_path:
         return read_label_map(label_map_path)
     derived = LabelMap.from_names(annotations.class_names, annotations.display_names)
+    if annotations.class_relations:
+        derived = with_relations(derived, annotations.class_relations)
     existing_path = output_dir / LABEL_MAP_NAME
     if existing_path.exists():
         existing = read_label_map(existing_path)
@@ -126,6 +129,21 @@ def resolve_label_map(annotations: AnnotationSet, output_dir: Path,
                 f"{annotations.source} gives ({existing.names} vs {derived.names}). Pass "
                 f"--label_map {existing_path} to use its ids, or remove it.")
     return derived
+
+
+def with_relations(label_map: LabelMap, relations: dict) -> LabelMap:
+    """The label map with ancestor and descendant ids filled in from class names."""
+    ids = {item.name: item.id for item in label_map}
+
+    def to_ids(names) -> tuple[int, ...]:
+        return tuple(sorted(ids[n] for n in names if n in ids))
+
+    items = []
+    for item in label_map:
+        ancestors, descendants = relations.get(item.name, ((), ()))
+        items.append(dataclasses.replace(item, ancestor_ids=to_ids(ancestors),
+                                         descendant_ids=to_ids(descendants)))
+    return LabelMap(items, source=label_map.source)
 
 
 def unknown_class_problems(annotations: AnnotationSet, label_map: LabelMap) -> list[Problem]:
