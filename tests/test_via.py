@@ -143,11 +143,11 @@ def test_eye_pupil_via2_project_and_export_agree(realdata, tmp_path, split, imag
     assert read_raw(str(project)).flavour == "VIA 2.x project"
     assert read_raw(str(export)).flavour == "VIA 2.x export"
     shards = []
-    for name, annotations in (("project", project), ("export", export)):
+    for name, annotation_file in (("project", project), ("export", export)):
         out = tmp_path / name
-        _convert(annotations, out, "--default_class", "pupil")
+        _convert(annotation_file, out, "--default_class", "pupil")
         assert (_summary(out)["images"], _summary(out)["instances"]) == (images, polygons)
-        metadata = json.loads(annotations.read_text())
+        metadata = json.loads(annotation_file.read_text())
         examples = _assert_records_match_polygons(out, metadata.get("_via_img_metadata",
                                                                     metadata))
         # File names with spaces and parentheses reach the records unchanged.
