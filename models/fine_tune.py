@@ -73,10 +73,14 @@ def _restore_exactly(path: str, root: str, obj, kind: str) -> None:
             f"{kind!r}; variables that did not load:\n{report}") from None
 
 
-def _checkpoint_num_classes(path: str, model_config) -> int | None:
-    """Model Garden's class count (with background) of a detection checkpoint."""
-    for name, shape in _shapes(path, "model/").items():
-        if name.startswith("detection_head/") and name.endswith("_classifier/kernel"):
+def _checkpoint_num_classes(path: str) -> int | None:
+    """Model Garden's class count (with background) of a detection checkpoint.
+
+    Checkpoints store each object once, under its shortest path: Model Garden's trainer saves
+    the heads at the top level (`detection_head/...`) as well as under `model/`.
+    """
+    for name, shape in _shapes(path, "").items():
+        if "detection_head/" in name and name.endswith("_classifier/kernel"):
             return int(shape[-1])
     return None
 
@@ -94,7 +98,7 @@ def _build_like(built: BuiltPipeline, num_classes: int) -> tf_keras.Model:
 
 def load_detection(model: tf_keras.Model, path: str, built: BuiltPipeline) -> list[str]:
     """Copies every variable whose shape matches; returns the skipped (class-sized) ones."""
-    num_classes = _checkpoint_num_classes(path, built.task.model)
+    num_classes = _checkpoint_num_classes(path)
     if num_classes is None:
         raise FineTuneCheckpointError(f"fine_tune_checkpoint {path} is not a detection "
                                       "checkpoint (it has no detection head); use "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections import Counter
 from typing import Sequence
 
 import tf_keras
@@ -31,8 +32,9 @@ PRESETS = {
     "3+": [HEADS, r"^backbone/stage[345]/"],
     "all": [r".*"],
 }
-_STAGE_MARKER = re.compile(r"^block_group_l(\d)$")
-_HEAD_PREFIX = re.compile(r"^(mask_rcnn_model/)?(detection_head|mask_head|rpn_head)/")
+_STAGE_MARKER = re.compile(r"^block_group_l(\d)(_\d+)?$")
+_HEAD_PREFIX = re.compile(r"^(mask_rcnn_model(_\d+)?/)?(detection_head|mask_head|rpn_head)(_\d+)?/")
+_COUNTER = re.compile(r"_\d+$")
 
 
 class TrainableSelectionError(ValueError):
@@ -44,16 +46,30 @@ def _short(name: str) -> str:
 
 
 def variable_paths(model: tf_keras.Model) -> dict:
-    """variable.ref() -> readable path, for every variable of a Model Garden Mask R-CNN."""
+    """variable.ref() -> readable path, for every variable of a Model Garden Mask R-CNN.
+
+    Paths come from the model's structure, never from Keras' process-wide name counters
+    (a second model in one process is `conv2d_53`, not `conv2d`): a backbone layer is named
+    by its stage and its position among the stage's layers of its kind.
+    """
     paths: dict = {}
-    stage = "stem"
+    stage, seen = "stem", Counter()
     for layer in model.backbone.layers:
         marker = _STAGE_MARKER.match(layer.name)
         if marker:  # block_group_lN closes stage N; what follows belongs to the next one
-            stage = f"stage{int(marker.group(1)) + 1}"
+            stage, seen = f"stage{int(marker.group(1)) + 1}", Counter()
             continue
+        kind = _COUNTER.sub("", layer.name)
+        if kind.endswith("_block"):  # residual_block / bottleneck_block: "block0", "block1"
+            kind = "block"
+            stage = "stage2" if stage == "stem" else stage
+        name = f"{kind}{seen[kind]}" if kind == "block" else (
+            f"{kind}_{seen[kind]}" if seen[kind] else kind)
+        seen[kind] += 1
         for variable in layer.weights:
-            paths[variable.ref()] = f"backbone/{stage}/{_short(variable.name)}"
+            inner = _short(variable.name)
+            inner = inner[len(layer.name) + 1:] if inner.startswith(layer.name + "/") else inner
+            paths[variable.ref()] = f"backbone/{stage}/{name}/{inner}"
     for attribute in ("decoder", "rpn_head", "detection_head", "mask_head"):
         part = getattr(model, attribute, None)
         parts = part if isinstance(part, (list, tuple)) else [part]
