@@ -234,8 +234,12 @@ def _warp_boxes(boxes, inverse, height, width):
 def _switch(condition, data, true_fn, false_fn):
     """tf.cond over example dicts whose instance count or image size may change."""
     keys = sorted(data)
-    result = tf.cond(condition, lambda: [true_fn()[k] for k in keys],
-                     lambda: [false_fn()[k] for k in keys])
+
+    def branch(fn):
+        out = fn()  # once: every key must come from the same random draw
+        return [out[k] for k in keys]
+
+    result = tf.cond(condition, lambda: branch(true_fn), lambda: branch(false_fn))
     return dict(zip(keys, result))
 
 
