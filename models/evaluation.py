@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def _keep_requested(logs: dict, metrics_sets: tuple[str, ...]) -> dict:
+def keep_requested_metrics(logs: dict, metrics_sets: tuple[str, ...]) -> dict:
     keep_boxes = "coco_detection_metrics" in metrics_sets
     keep_masks = "coco_mask_metrics" in metrics_sets
     return {name: float(np.asarray(value)) for name, value in logs.items()
@@ -68,7 +68,7 @@ def evaluate_continuously(built: BuiltPipeline, model_dir: str, checkpoint_dir: 
                                                     timeout_fn=lambda: True):
         controller.restore_checkpoint(checkpoint)
         step = int(trainer.global_step.numpy())
-        logs = _keep_requested(controller.evaluate(steps=-1), built.metrics_sets)
+        logs = keep_requested_metrics(controller.evaluate(steps=-1), built.metrics_sets)
         results[step] = logs
         history[str(step)] = logs
         write_json_atomic(metrics_path, history)

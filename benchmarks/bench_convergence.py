@@ -1,0 +1,122 @@
+"""Convergence on this CPU: mask mAP on held-out synthetic images against wall-clock time,
+and the cost of a training step next to Model Garden's own trainer.
+
+    .venv/bin/python benchmarks/bench_convergence.py --budget_minutes 15
+
+1. Writes the synthetic shapes (train and held-out splits) and converts them.
+2. Trains pipelines/shapes_resnet18_fpn.config for the wall-clock budget, keeping every
+   checkpoint and when it was written.
+3. Scores each checkpoint on the held-out images (COCO box and mask mAP) and prints the
+   mAP-versus-time curve. Target: mask mAP@[.5:.95] of at least 0.80 within 15 minutes.
+4. Times steps of `model_main_tf2.py` and of `python -m official.vision.train` on the same
+   model (our experiment config, dumped to YAML) and data, and prints the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.training_runs import (REPO_ROOT, SHAPES_CONFIG, make_records,  # noqa: E402
+                                      overrides, score_checkpoints, train_for)
+
+STEPS_PER_SECOND = re.compile(r"train \| step:\s+(\d+) \| steps/sec:\s+([\d.]+)")
+
+
+def step_rate(command: list[str], seconds: float) -> float:
+    """Steps/s of the last Orbit report before `seconds` (tracing excluded)."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    rates: list[float] = []
+    start = time.time()
+    assert process.stdout is not None
+    for line in process.stdout:
+        match = STEPS_PER_SECOND.search(line)
+        if match and int(match.group(1)) > 0:
+            rates.append(float(match.group(2)))
+        if time.time() - start > seconds and len(rates) >= 2:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if len(rates) < 2:
+        raise RuntimeError(f"no steady step rate from {' '.join(command[:3])} ...")
+    return rates[-1]  # the first report includes tracing
+
+
+def compare_step_time(work: Path, records: Path, seconds: float) -> tuple[float, float]:
+    import yaml
+
+    from models.builders.experiment_builder import load_and_build
+
+    loop = ["--checkpoint_every_n=20"]
+    config = overrides(records, "train", "heldout", 100000)
+    built = load_and_build(SHAPES_CONFIG, config, checkpoint_every_n=20)
+    experiment = built.experiment.as_dict()
+    experiment["runtime"]["distribution_strategy"] = "one_device"
+    experiment["trainer"]["steps_per_loop"] = experiment["trainer"]["summary_interval"] = 20
+    experiment["trainer"]["checkpoint_interval"] = 1000
+    yaml_path = work / "model_garden_experiment.yaml"
+    yaml_path.write_text(yaml.safe_dump(experiment))
+    ours = step_rate([sys.executable, "model_main_tf2.py",
+                      f"--pipeline_config_path={SHAPES_CONFIG}",
+                      f"--model_dir={work / 'steps_ours'}", "--norecord_summaries", *loop,
+                      *[f"--config_override={o}" for o in config]], seconds)
+    theirs = step_rate([sys.executable, "-m", "official.vision.train",
+                        "--experiment=maskrcnn_resnetfpn_coco", f"--config_file={yaml_path}",
+                        "--mode=train", f"--model_dir={work / 'steps_model_garden'}"], seconds)
+    return ours, theirs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget_minutes", type=float, default=15.0)
+    parser.add_argument("--train_images", type=int, default=400)
+    parser.add_argument("--eval_images", type=int, default=50)
+    parser.add_argument("--checkpoint_every_n", type=int, default=250)
+    parser.add_argument("--step_seconds", type=float, default=150.0,
+                        help="wall time per trainer when comparing step times")
+    parser.add_argument("--work_dir", help="keep everything here (default: temporary)")
+    parser.add_argument("--skip_step_comparison", action="store_true")
+    parser.add_argument("--config_override", action="append", default=[],
+                        help="extra overrides, e.g. a longer schedule")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work_dir or tmp)
+        records = make_records(work, {"train": args.train_images,
+                                      "heldout": args.eval_images}, seed=11)
+        budget = args.budget_minutes * 60
+        # The schedule's length: about what fits in the budget (measured: ~0.4 s a step).
+        num_steps = int(budget / 0.42)
+        config = overrides(records, "train", "heldout", num_steps, args.config_override)
+        model_dir = work / "model"
+        written = train_for(budget, model_dir, config, args.checkpoint_every_n)
+        results = score_checkpoints(model_dir, config, sorted(written))
+        print(f"\n{args.train_images} training and {args.eval_images} held-out images of "
+              f"128x128; budget {args.budget_minutes:g} min; schedule {num_steps} steps")
+        print(f"{'minutes':>7} {'step':>6} {'mask mAP':>9} {'mask AP50':>9} {'box mAP':>8}")
+        for step in sorted(results):
+            m = results[step]
+            print(f"{written[step] / 60:7.1f} {step:6d} "
+                  f"{m['DetectionMasks_Precision/mAP']:9.3f} "
+                  f"{m['DetectionMasks_Precision/mAP@.50IOU']:9.3f} "
+                  f"{m['DetectionBoxes_Precision/mAP']:8.3f}")
+        (work / "convergence.json").write_text(json.dumps(
+            {str(s): {"minutes": written[s] / 60, **results[s]} for s in results}, indent=1))
+        if not args.skip_step_comparison:
+            ours, theirs = compare_step_time(work, records, args.step_seconds)
+            print(f"\nsteps/s, same model and data: this project {ours:.2f}, Model Garden's "
+                  f"official.vision.train {theirs:.2f}; ratio {ours / theirs:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Shared steps of the training benchmarks: synthetic records, timed training runs, and COCO
+scores of saved checkpoints. Training runs in a subprocess, as a user would run it."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHAPES_CONFIG = REPO_ROOT / "pipelines/shapes_resnet18_fpn.config"
+
+
+def make_records(work: Path, splits: dict[str, int], seed: int) -> Path:
+    """Synthetic shapes (128x128) converted to records in work/records; reused if present."""
+    python = sys.executable
+    records = work / "records"
+    missing = {s: n for s, n in splits.items() if not (records / f"{s}.summary.json").exists()}
+    if not missing:
+        return records
+    split_flags = [f for s, n in missing.items() for f in ("--split", f"{s}:{n}")]
+    subprocess.run([python, "-m", "data_prep.synthetic", "--output_dir", str(work / "shapes"),
+                    *split_flags, "--seed", str(seed)], cwd=REPO_ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    for split in missing:
+        subprocess.run([python, "data_prep/create_tfrecords.py", "--format", "coco",
+                        "--annotations", str(work / f"shapes/annotations/instances_{split}.json"),
+                        "--images_dir", str(work / "shapes/images" / split), "--output_dir",
+                        str(records), "--split", split, "--no_progress",
+                        "--no_tfds_metadata"], cwd=REPO_ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+    return records
+
+
+def overrides(records: Path, train_split: str, eval_split: str, num_steps: int | None,
+              extra: list[str] = ()) -> list[str]:
+    steps = f"num_steps: {num_steps}" if num_steps else ""
+    return [f"train_config {{ {steps} checkpoint_max_to_keep: 1000 }}",
+            f'train_input_reader {{ label_map_path: "{records}/label_map.pbtxt" '
+            f'tf_record_input_reader {{ input_path: "{records}/{train_split}-*.tfrecord" }} }}',
+            f'eval_input_reader {{ label_map_path: "{records}/label_map.pbtxt" '
+            f'tf_record_input_reader {{ input_path: "{records}/{eval_split}-*.tfrecord" }} }}',
+            *extra]
+
+
+def _checkpoints(model_dir: Path) -> dict[int, float]:
+    return {int(p.name.split("-")[1].split(".")[0]): p.stat().st_mtime
+            for p in model_dir.glob("ckpt-*.index")}
+
+
+def train_for(budget_s: float, model_dir: Path, config_overrides: list[str],
+              checkpoint_every_n: int, config: Path = SHAPES_CONFIG) -> dict[int, float]:
+    """Runs model_main_tf2.py until it ends or the budget is spent; returns
+    {checkpoint step: seconds after start it was written} within the budget."""
+    command = [sys.executable, "model_main_tf2.py", f"--pipeline_config_path={config}",
+               f"--model_dir={model_dir}", f"--checkpoint_every_n={checkpoint_every_n}",
+               "--norecord_summaries", *[f"--config_override={o}" for o in config_overrides]]
+    start = time.time()
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    while process.poll() is None and time.time() - start < budget_s:
+        time.sleep(1)
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    _, errors = process.communicate()
+    if process.returncode not in (0, -signal.SIGKILL):
+        raise RuntimeError(f"training failed:\n{errors[-3000:]}")
+    return {step: written - start for step, written in _checkpoints(model_dir).items()
+            if written - start <= budget_s}
+
+
+def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[int],
+                      config: Path = SHAPES_CONFIG) -> dict[int, dict]:
+    """COCO metrics of each checkpoint on the config's eval split, in this process."""
+    import orbit  # TensorFlow only from here on
+
+    from models.builders.experiment_builder import load_and_build
+    from models.evaluation import keep_requested_metrics, prepare_groundtruth
+    from models.strategy import choose_placement
+    from models.training import build_trainer
+
+    built = load_and_build(config, config_overrides, checkpoint_every_n=1)
+    eval_dir = model_dir / f"scores_{abs(hash(tuple(config_overrides))) % 10 ** 8}"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    built.task.annotation_file = str(prepare_groundtruth(built, eval_dir))
+    placement = choose_placement()
+    trainer = build_trainer(built, str(eval_dir), placement, train=False, evaluate=True)
+    controller = orbit.Controller(strategy=placement.strategy, evaluator=trainer,
+                                  global_step=trainer.global_step)
+    results = {}
+    for step in steps:
+        trainer.checkpoint.read(str(model_dir / f"ckpt-{step}")).expect_partial()
+        results[step] = keep_requested_metrics(controller.evaluate(steps=-1),
+                                               built.metrics_sets)
+    return results
