@@ -25,16 +25,29 @@ protos: $(STAMP)
 test: protos
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+DEMO_STEPS ?= 1000
+DEMO_RECORDS := $(DEMO_DIR)/records
+DEMO_OVERRIDES := \
+	--config_override='train_input_reader { label_map_path: "$(DEMO_RECORDS)/label_map.pbtxt" tf_record_input_reader { input_path: "$(DEMO_RECORDS)/train-?????-of-00002.tfrecord" } }' \
+	--config_override='eval_input_reader { label_map_path: "$(DEMO_RECORDS)/label_map.pbtxt" tf_record_input_reader { input_path: "$(DEMO_RECORDS)/val-?????-of-00001.tfrecord" } }'
+
 demo: protos
-	$(PY) -m data_prep.synthetic --output_dir $(DEMO_DIR)/shapes --split train:200 --split val:16 --seed 0
+	$(PY) -m data_prep.synthetic --output_dir $(DEMO_DIR)/shapes --split train:200 --split val:32 --seed 0
 	$(PY) data_prep/create_tfrecords.py --format coco \
 	    --annotations $(DEMO_DIR)/shapes/annotations/instances_train.json \
 	    --images_dir $(DEMO_DIR)/shapes/images/train \
-	    --output_dir $(DEMO_DIR)/records --split train --num_shards 2
+	    --output_dir $(DEMO_RECORDS) --split train --num_shards 2
 	$(PY) data_prep/create_tfrecords.py --format coco \
 	    --annotations $(DEMO_DIR)/shapes/annotations/instances_val.json \
 	    --images_dir $(DEMO_DIR)/shapes/images/val \
-	    --output_dir $(DEMO_DIR)/records --split val --num_shards 1
+	    --output_dir $(DEMO_RECORDS) --split val --num_shards 1
+	$(PY) model_main_tf2.py --pipeline_config_path=pipelines/shapes_resnet18_fpn.config \
+	    --model_dir=$(DEMO_DIR)/model --num_train_steps=$(DEMO_STEPS) --checkpoint_every_n=250 \
+	    $(DEMO_OVERRIDES)
+	$(PY) model_main_tf2.py --pipeline_config_path=pipelines/shapes_resnet18_fpn.config \
+	    --model_dir=$(DEMO_DIR)/model --checkpoint_dir=$(DEMO_DIR)/model --eval_timeout=10 \
+	    --num_train_steps=$(DEMO_STEPS) $(DEMO_OVERRIDES)
+	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(DEMO_DIR)/model"
 
 clean:
 	rm -rf $(DEMO_DIR)

@@ -8,7 +8,7 @@ from pathlib import Path
 from records import keys
 from records.label_map import LabelMap, LabelMapError, read_label_map
 from records.protos import example_pb2
-from records.tfrecord_io import expand_paths, read_records
+from records.tfrecord_io import expand_paths, is_remote, read_records
 
 RECORDS_SAMPLED = 50
 
@@ -25,6 +25,14 @@ def _sample_examples(paths: list[str], limit: int):
             seen += 1
             if seen >= limit:
                 return
+
+
+def _size(path: str) -> int:
+    if is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.stat(path).length
+    return Path(path).stat().st_size
 
 
 def check_label_map(label_map_path: str, num_classes: int, field: str) -> LabelMap | None:
@@ -50,7 +58,7 @@ def check_records(patterns: list[str], field: str, num_classes: int, need_masks:
         paths = expand_paths(patterns)
     except FileNotFoundError as err:
         raise InputCheckError(f"{field}.tf_record_input_reader.input_path: {err}") from None
-    if all(Path(p).stat().st_size == 0 for p in paths):
+    if all(_size(p) == 0 for p in paths):
         raise InputCheckError(f"{field}.tf_record_input_reader.input_path: the "
                               f"{len(paths)} file(s) matching {patterns} hold no records")
     instances = masks_found = 0

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 
 from records.atomic_io import write_text_atomic
 from records.protos import string_int_label_map_pb2 as label_map_pb2
+from records.tfrecord_io import is_remote
 
 
 class LabelMapError(ValueError):
@@ -133,6 +134,13 @@ def parse_label_map(text: str, source: str = "<label map>") -> LabelMap:
 
 def read_label_map(path: str | Path) -> LabelMap:
     """Reads a label_map.pbtxt; errors name the file, line and column."""
+    if is_remote(path):  # gs://... label maps beside records on cloud storage
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(str(path)):
+            raise LabelMapError(f"label map {path} does not exist")
+        with tf.io.gfile.GFile(str(path), "r") as f:
+            return parse_label_map(f.read(), source=str(path))
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

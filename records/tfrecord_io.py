@@ -20,6 +20,18 @@ _MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 SHARD_PATTERN = re.compile(r"^(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")  # gs://, s3://, hdfs://: through tf.io.gfile
+
+
+def is_remote(path: str | Path) -> bool:
+    return bool(_REMOTE.match(str(path)))
+
+
+def _gfile():
+    """TensorFlow's file system layer, imported only for remote paths (it costs seconds)."""
+    import tensorflow as tf
+
+    return tf.io.gfile
 
 
 class CorruptRecordError(ValueError):
@@ -122,7 +134,7 @@ class ShardedWriter:
 def read_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
     """Yields the serialized records of one TFRecord file, checking framing and CRCs."""
     path = str(path)
-    with open(path, "rb") as f:
+    with (_gfile().GFile(path, "rb") if is_remote(path) else open(path, "rb")) as f:
         index = 0
         while True:
             offset = f.tell()
@@ -159,8 +171,11 @@ def expand_paths(patterns: str | Iterable[str]) -> list[str]:
     paths: list[str] = []
     for pattern in patterns:
         for part in filter(None, (p.strip() for p in pattern.split(","))):
-            matched = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
-            matched = [m for m in matched if os.path.isfile(m)]
+            if is_remote(part):
+                matched = sorted(_gfile().glob(part))
+            else:
+                matched = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+                matched = [m for m in matched if os.path.isfile(m)]
             if not matched:
                 raise FileNotFoundError(f"no TFRecord files match {part!r}")
             paths.extend(matched)

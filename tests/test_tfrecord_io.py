@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from records.tfrecord_io import (CorruptRecordError, ShardedWriter, expand_paths, read_records,
-                                 shard_glob, shard_name)
+from records.tfrecord_io import (CorruptRecordError, ShardedWriter, expand_paths, frame_record,
+                                 read_records, shard_glob, shard_name)
 
 
 def test_shard_names_follow_the_od_api_convention():
@@ -75,3 +75,19 @@ def test_corruption_and_truncation_name_file_and_record(tmp_path):
 def test_expand_paths_fails_on_patterns_matching_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         expand_paths(str(tmp_path / "train-*.tfrecord"))
+
+
+def test_remote_paths_go_through_tensorflow_file_systems():
+    """gs:// (TPU users' records) is read through tf.io.gfile; TF's in-memory ram:// file
+    system stands in for it here."""
+    import tensorflow as tf
+
+    from records.label_map import LabelMap, format_label_map, read_label_map
+
+    with tf.io.gfile.GFile("ram://bucket/train-00000-of-00001.tfrecord", "wb") as f:
+        f.write(frame_record(b"one") + frame_record(b"two"))
+    with tf.io.gfile.GFile("ram://bucket/label_map.pbtxt", "w") as f:
+        f.write(format_label_map(LabelMap.from_names(["circle"])))
+    [path] = expand_paths("ram://bucket/train-*.tfrecord")
+    assert list(read_records(path)) == [b"one", b"two"]
+    assert read_label_map("ram://bucket/label_map.pbtxt").names == ["circle"]
