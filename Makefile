@@ -2,6 +2,7 @@
 #   make demo   synthetic data -> COCO -> TFRecords (-> training, export as they land)
 #   make test   the test suite
 # Each creates .venv/ at the repository root when it is missing.
+#   make test-beam  the Apache Beam runner's tests in their own environment, .venv-beam/
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
@@ -51,3 +52,30 @@ demo: protos
 
 clean:
 	rm -rf $(DEMO_DIR)
+
+# Optional: the Apache Beam runner's environment, .venv-beam/ (BUILD.md: apache-beam needs
+# protobuf<7 and pillow<13, so it cannot share .venv). `make test-beam` builds it and runs
+# the Beam runner's tests there; `make test` skips them.
+VENV_BEAM := .venv-beam
+PY_BEAM := $(VENV_BEAM)/bin/python
+STAMP_BEAM := $(VENV_BEAM)/.requirements-installed
+BEAM_TESTS ?= tests/test_beam_runner.py
+
+.PHONY: venv-beam protos-beam test-beam
+
+venv-beam: $(STAMP_BEAM)
+
+$(STAMP_BEAM): requirements-beam.txt
+	@test -x $(PY_BEAM) || $(PYTHON) -m venv $(VENV_BEAM)
+	$(PY_BEAM) -m pip install --disable-pip-version-check -r requirements-beam.txt
+	@touch $@
+
+# One set of *_pb2.py serves both environments when the older protoc writes it: a protobuf
+# runtime loads gencode of its own version or older, never newer. The Beam environment's
+# grpcio-tools writes protobuf 6.33 gencode, which 6.33.6 and 7.36.2 both load; forced,
+# because `make protos` in .venv writes 7.35 gencode, which protobuf 6 refuses.
+protos-beam: $(STAMP_BEAM)
+	$(PY_BEAM) -m buildtools.protos --force
+
+test-beam: protos-beam
+	$(PY_BEAM) -m pytest $(BEAM_TESTS) $(PYTEST_ARGS)

@@ -187,7 +187,10 @@ def plan_splits(images: list, args: argparse.Namespace) -> tuple[dict, dict]:
 
 def _split_writer(runner: str):
     if runner == "beam":
-        from data_prep.beam_runner import write_split as write_split_beam
+        try:
+            from data_prep.beam_runner import write_split as write_split_beam
+        except ModuleNotFoundError as err:  # the message says where Beam lives
+            raise UsageError(str(err)) from None
         return write_split_beam
     return write_split
 
