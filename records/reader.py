@@ -31,7 +31,10 @@ def iter_examples(patterns: str | Iterable[str], label_map: LabelMap | None = No
                 raise RecordError(f"{path}: record {index} is not a tf.train.Example: {err}"
                                   ) from None
             if label_map is not None:
-                _fill_labels_from_texts(example, label_map, f"{path}: record {index}")
+                try:
+                    fill_labels_from_texts(example, label_map)
+                except RecordError as err:
+                    raise RecordError(f"{path}: record {index}: {err}") from None
             yield path, index, example
 
 
@@ -41,12 +44,14 @@ def read_examples(patterns: str | Iterable[str], label_map: LabelMap | None = No
     return [example for _, _, example in iter_examples(patterns, label_map)]
 
 
-def _fill_labels_from_texts(example: ImageExample, label_map: LabelMap, where: str) -> None:
+def fill_labels_from_texts(example: ImageExample, label_map: LabelMap) -> None:
+    """Gives records that carry class/text but no class/label (the OD API's COCO tool writes
+    them) their ids from the label map, as the OD API's decoder does."""
     if example.labels.size or not example.texts:
         return
     unknown = sorted({t for t in example.texts if not label_map.has_name(t)})
     if unknown:
-        raise RecordError(f"{where}: classes {unknown} are not in {label_map.source}")
+        raise RecordError(f"classes {unknown} are not in the label map {label_map.source}")
     example.labels = np.array([label_map.id_of(t) for t in example.texts], np.int64)
 
 
