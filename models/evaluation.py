@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,25 @@ def keep_requested_metrics(logs: dict, metrics_sets: tuple[str, ...]) -> dict:
                  or not name.startswith("Detection"))}
 
 
+def new_checkpoints(checkpoint_dir: str, timeout: float, poll_seconds: float = 1.0):
+    """Yields each new latest checkpoint; stops after `timeout` seconds without one.
+
+    (tf.train.checkpoints_iterator asks its timeout_fn after every checkpoint, not only
+    after a timeout, so it cannot express "stop when none arrives for N seconds".)
+    """
+    last, waited_since = None, time.monotonic()
+    while True:
+        latest = tf.train.latest_checkpoint(checkpoint_dir)
+        if latest is not None and latest != last:
+            last = latest
+            yield latest
+            waited_since = time.monotonic()
+        elif time.monotonic() - waited_since >= timeout:
+            return
+        else:
+            time.sleep(poll_seconds)
+
+
 def prepare_groundtruth(built: BuiltPipeline, eval_dir: Path) -> Path:
     """Checks the evaluation inputs and writes their COCO ground truth."""
     if not built.pipeline.eval_input_reader:
@@ -55,18 +75,16 @@ def evaluate_continuously(built: BuiltPipeline, model_dir: str, checkpoint_dir: 
     built.task.annotation_file = str(prepare_groundtruth(built, eval_dir))
     apply_precision(built, placement.precision)
     trainer = build_trainer(built, model_dir, placement, train=False, evaluate=True)
-    manager = tf.train.CheckpointManager(trainer.checkpoint, directory=checkpoint_dir,
-                                         max_to_keep=None)
     controller = orbit.Controller(strategy=placement.strategy, evaluator=trainer,
-                                  global_step=trainer.global_step, checkpoint_manager=manager,
+                                  global_step=trainer.global_step,
                                   eval_summary_dir=os.fspath(eval_dir))
     metrics_path = eval_dir / METRICS_FILE
     history = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     results: dict[int, dict] = {}
     final_step = built.experiment.trainer.train_steps
-    for checkpoint in tf.train.checkpoints_iterator(checkpoint_dir, timeout=eval_timeout,
-                                                    timeout_fn=lambda: True):
-        controller.restore_checkpoint(checkpoint)
+    for checkpoint in new_checkpoints(checkpoint_dir, eval_timeout):
+        with placement.strategy.scope():  # optimizer slots are not needed to evaluate
+            trainer.checkpoint.read(checkpoint).expect_partial()
         step = int(trainer.global_step.numpy())
         logs = keep_requested_metrics(controller.evaluate(steps=-1), built.metrics_sets)
         results[step] = logs

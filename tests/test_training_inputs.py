@@ -69,3 +69,21 @@ def test_command_line_exits_with_the_message(records, tmp_path):
     assert result.returncode == 1
     assert "\nerror: train_input_reader.label_map_path" in "\n" + result.stderr
     assert "num_classes is 7" in result.stderr
+
+
+def test_new_checkpoints_waits_for_each_and_stops_after_the_timeout(tmp_path):
+    """The continuous-evaluation loop: every new checkpoint once, then a timeout."""
+    import threading
+
+    import tensorflow as tf
+
+    from models.evaluation import new_checkpoints
+
+    step = tf.Variable(0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), str(tmp_path), 5)
+    manager.save(checkpoint_number=1)
+    later = threading.Timer(1.5, lambda: manager.save(checkpoint_number=2))
+    later.start()
+    seen = [Path(p).name for p in new_checkpoints(str(tmp_path), timeout=4, poll_seconds=0.2)]
+    later.join()
+    assert seen == ["ckpt-1", "ckpt-2"]
