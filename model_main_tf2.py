@@ -87,6 +87,7 @@ def main(argv: list[str]) -> int:
         return 2
     if not FLAGS["verbosity"].present:  # Orbit prints progress itself; keep absl quiet
         logging.set_verbosity(logging.WARNING)
+    from models.checkpoints import CheckpointError
     from models.eval_annotations import GroundTruthError
     from models.preflight import InputCheckError
     from models.training import TrainingError
@@ -96,7 +97,7 @@ def main(argv: list[str]) -> int:
     try:
         return run()
     except (UsageError, PipelineConfigError, InputCheckError, TrainingError, GroundTruthError,
-            LabelMapError) as err:
+            LabelMapError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -12,54 +12,20 @@ A checkpoint that does not fit is an error naming the variables that did not loa
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import tensorflow as tf
 import tf_keras
 from official.vision.modeling import factory
 
 from models.builders.experiment_builder import BuiltPipeline
+from models.checkpoints import (CheckpointError, mismatch_lines, resolve_checkpoint,
+                                variable_shapes)
 
 TYPES = ("classification", "detection", "full")
-_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-class FineTuneCheckpointError(ValueError):
+class FineTuneCheckpointError(CheckpointError):
     """The fine-tune checkpoint is missing or does not fit the model."""
-
-
-def resolve_checkpoint(path: str) -> str:
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise FineTuneCheckpointError(f"fine_tune_checkpoint {path} is a directory "
-                                          "without a checkpoint")
-        return latest
-    if not tf.io.gfile.exists(path + ".index"):
-        raise FineTuneCheckpointError(f"fine_tune_checkpoint {path} does not exist (expected "
-                                      f"{path}.index, or a directory of checkpoints)")
-    return path
-
-
-def _shapes(path: str, prefix: str) -> dict[str, list[int]]:
-    return {name[len(prefix):-len(_VALUE_SUFFIX)]: shape
-            for name, shape in tf.train.list_variables(path)
-            if name.startswith(prefix) and name.endswith(_VALUE_SUFFIX)
-            and "OPTIMIZER_SLOT" not in name}
-
-
-def mismatch_report(path: str, root: str, obj) -> str:
-    """Which of `obj`'s variables the checkpoint lacks or holds with another shape."""
-    with tempfile.TemporaryDirectory() as tmp:
-        expected = _shapes(tf.train.Checkpoint(**{root: obj}).write(f"{tmp}/ckpt"), f"{root}/")
-    found = _shapes(path, f"{root}/")
-    missing = sorted(set(expected) - set(found))
-    reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    lines = [f"  missing from the checkpoint: {k} {expected[k]}" for k in missing[:15]]
-    lines += [f"  shape {found[k]} in the checkpoint, {expected[k]} in the model: {k}"
-              for k in reshaped[:15]]
-    more = len(missing) + len(reshaped) - len(lines)
-    return "\n".join(lines + ([f"  ... and {more} more"] if more > 0 else []))
 
 
 def _restore_exactly(path: str, root: str, obj, kind: str) -> None:
@@ -67,7 +33,7 @@ def _restore_exactly(path: str, root: str, obj, kind: str) -> None:
         status = tf.train.Checkpoint(**{root: obj}).read(path)
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as err:
-        report = mismatch_report(path, root, obj) or f"  {str(err)[:500]}"
+        report = "\n".join(mismatch_lines(path, root, obj)) or f"  {str(err)[:500]}"
         raise FineTuneCheckpointError(
             f"fine_tune_checkpoint {path} does not fit the model for fine_tune_checkpoint_type "
             f"{kind!r}; variables that did not load:\n{report}") from None
@@ -79,7 +45,7 @@ def _checkpoint_num_classes(path: str) -> int | None:
     Checkpoints store each object once, under its shortest path: Model Garden's trainer saves
     the heads at the top level (`detection_head/...`) as well as under `model/`.
     """
-    for name, shape in _shapes(path, "").items():
+    for name, shape in variable_shapes(path).items():
         if "detection_head/" in name and name.endswith("_classifier/kernel"):
             return int(shape[-1])
     return None
@@ -121,7 +87,10 @@ def initialize_from_checkpoint(model: tf_keras.Model, built: BuiltPipeline) -> s
     if kind not in TYPES:
         raise FineTuneCheckpointError(f"fine_tune_checkpoint_type {kind!r} is not one of "
                                       f"{', '.join(TYPES)}")
-    path = resolve_checkpoint(train.fine_tune_checkpoint)
+    try:
+        path = resolve_checkpoint(train.fine_tune_checkpoint, "fine_tune_checkpoint")
+    except CheckpointError as err:
+        raise FineTuneCheckpointError(str(err)) from None
     if kind == "classification":
         _restore_exactly(path, "backbone", model.backbone, kind)
         return f"loaded the backbone from {path}"

@@ -7,6 +7,7 @@ and a stop with the loss's name when a loss is NaN or infinite.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
@@ -16,7 +17,7 @@ from official.vision.configs import maskrcnn as mg
 from official.vision.dataloaders import input_reader, input_reader_factory, tf_example_decoder
 from official.vision.tasks import maskrcnn as mg_task
 
-from models import augment, sampling, variables
+from models import augment, eval_visuals, oid_metrics, sampling, variables
 from models.builders.experiment_builder import BuiltPipeline, Stage
 from models.fine_tune import initialize_from_checkpoint
 from models.inputs import Parser
@@ -33,6 +34,23 @@ LOSS_NAMES = {
 NON_FINITE_MARKER = "non-finite loss:"
 
 
+def _class_names(label_map_path: str | None) -> Callable[[int], str]:
+    """Label-map id -> display name for eval images (the id when there is no label map).
+
+    The label map is read at the first eval picture: training never needs it.
+    """
+    from records.label_map import read_label_map
+
+    @functools.lru_cache(maxsize=1)
+    def label_map():
+        return read_label_map(label_map_path) if label_map_path else None
+
+    def name(label_id: int) -> str:
+        item = label_map().get(label_id) if label_map() is not None else None
+        return item.label if item is not None else str(label_id)
+    return name
+
+
 class MaskRCNNTask(mg_task.MaskRCNNTask):
     """Model Garden's Mask R-CNN task configured from a BuiltPipeline."""
 
@@ -43,6 +61,11 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
         self._augmentation, self._aug_scale_range = augment.build_augmentation(
             train.data_augmentation_options)
         self._trainable: Optional[set] = None  # refs of the variables the stage trains
+        self.visuals = eval_visuals.EvalVisuals(
+            eval_visuals.VisualsConfig(built.pipeline.eval_config.num_visualizations,
+                                       built.pipeline.eval_config.min_score_threshold,
+                                       built.pipeline.eval_config.max_num_boxes_to_visualize),
+            _class_names(built.eval_label_map_path))
 
     def initialize(self, model: tf_keras.Model) -> None:
         """Loads train_config.fine_tune_checkpoint when model_dir has no checkpoint yet."""
@@ -78,6 +101,42 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
             combine_fn=input_reader.create_combine_fn(params),
             parser_fn=parser.parse_fn(params.is_training))
         return reader.read(input_context=input_context)
+
+    # --- evaluation -----------------------------------------------------------------------
+    def build_metrics(self, training: bool = True):
+        """Model Garden's metrics; for `oid_challenge_segmentation_metrics` its COCO evaluator
+        is wrapped so the Open Images challenge metric is computed on the same predictions."""
+        metrics = super().build_metrics(training)
+        if not training and oid_metrics.METRICS_SET in self.built.metrics_sets:
+            self.coco_metric = oid_metrics.wrap_coco_metric(
+                self.coco_metric, self.task_config.annotation_file,
+                self.built.eval_label_map_path or "")
+        return metrics
+
+    def validation_step(self, inputs: tuple[Any, Any], model: tf_keras.Model, metrics=None):
+        """Model Garden's step (one model call), also passing on what the eval images need."""
+        images, labels = inputs
+        outputs = model(images, anchor_boxes=labels["anchor_boxes"],
+                        image_shape=labels["image_info"][:, 1, :], training=False)
+        logs = {self.loss: 0}
+        self._update_metrics(labels, outputs, logs)
+        if self.visuals.enabled:
+            logs[eval_visuals.STEP_KEY] = eval_visuals.step_tensors(images, labels, outputs)
+        return logs
+
+    def aggregate_logs(self, state=None, step_outputs=None):
+        if not state:
+            self.visuals.reset()
+        carried = (step_outputs or {}).pop(eval_visuals.STEP_KEY, None)
+        if carried is not None:
+            self.visuals.collect(carried)
+        return super().aggregate_logs(state, step_outputs)
+
+    def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
+        logs = super().reduce_aggregated_logs(aggregated_logs, global_step)
+        if global_step is not None:
+            self.visuals.write_summaries(global_step)
+        return logs
 
     # --- training -------------------------------------------------------------------------
     def enter_stage(self, model: tf_keras.Model, stage: Stage) -> tuple[int, int]:

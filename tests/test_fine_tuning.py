@@ -108,7 +108,7 @@ def test_classification_type_loads_the_backbone_only(setup):
 @pytest.mark.parametrize("extra, kind, phrase", [
     ("model { faster_rcnn { num_classes: 3 } }", "full", "detection_head"),
     ('model { faster_rcnn { feature_extractor { type: "faster_rcnn_resnet34_fpn_keras" } } }',
-     "classification", "missing from the checkpoint"),
+     "classification", "in the model but not in the checkpoint"),
 ])
 def test_a_mismatched_checkpoint_names_the_variables(setup, extra, kind, phrase):
     built = _built(setup, extra, f'train_config {{ fine_tune_checkpoint: "{setup["checkpoint"]}"'

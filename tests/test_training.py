@@ -34,13 +34,30 @@ def _scalar_tags(event_dir: Path) -> set[str]:
     return tags
 
 
+def _eval_images(event_dir: Path) -> dict[str, tuple[int, int]]:
+    """Image summary tag -> (height, width) of the PNG it holds."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sizes = {}
+    for path in event_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(path), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                values = event.tensor_proto.string_val
+                if len(values) == 3 and values[2].startswith(b"\x89PNG"):
+                    sizes[tag] = (int(values[1]), int(values[0]))  # stored as width, height
+    return sizes
+
+
 def _checkpoint_steps(model_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1].split(".")[0]) for p in model_dir.glob("ckpt-*.index"))
 
 
 def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(records, tmp_path):
     config = tiny_config(records, tmp_path / "pipeline.config", num_steps=4,
-                         extra=("train_config { checkpoint_max_to_keep: 1 }",))
+                         extra=("train_config { checkpoint_max_to_keep: 1 }",
+                                "eval_config { num_visualizations: 3 }"))
     model_dir = tmp_path / "model"
     result = model_main(f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
                         "--checkpoint_every_n=2")
@@ -61,6 +78,10 @@ def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(recor
             "DetectionMasks_Precision/mAP@.50IOU"} <= set(metrics["4"])
     assert all(-1.0 <= v <= 1.0 for k, v in metrics["4"].items() if "Precision" in k)
     assert "DetectionMasks_Precision/mAP" in _scalar_tags(model_dir / "eval")
+    # num_visualizations pictures: prediction | ground truth, 64 px images drawn 4x enlarged
+    images = _eval_images(model_dir / "eval")
+    assert set(images) == {f"eval_side_by_side_{i}" for i in range(3)}, images
+    assert all(size == (256, 2 * 256 + 4) for size in images.values()), images
 
 
 def test_resume_after_a_kill_continues_at_the_last_checkpoint(records, tmp_path):

@@ -19,8 +19,10 @@ from models.builders import input_reader_builder, model_builder, optimizer_build
 from pipelines.config_util import (PipelineConfig, PipelineConfigError, apply_overrides,
                                    parse_pipeline_config)
 
-# Model Garden's names for COCO metric sets of the OD API's eval_config.metrics_set.
-KNOWN_METRICS_SETS = ("coco_detection_metrics", "coco_mask_metrics")
+# The OD API's eval_config.metrics_set names that we compute (COCO through Model Garden's
+# evaluator; the Open Images challenge metric in models/oid_metrics.py).
+KNOWN_METRICS_SETS = ("coco_detection_metrics", "coco_mask_metrics",
+                      "oid_challenge_segmentation_metrics")
 TRAINABLE_PRESETS = ("heads", "5+", "4+", "3+", "all")
 
 
@@ -113,9 +115,10 @@ def _metrics_sets(pipeline: PipelineConfig, include_mask: bool) -> tuple[str, ..
             raise PipelineConfigError(f"unknown metrics set {name!r}; known: "
                                       f"{', '.join(KNOWN_METRICS_SETS)}",
                                       "eval_config.metrics_set")
-    if "coco_mask_metrics" in sets and not include_mask:
-        raise PipelineConfigError("coco_mask_metrics needs a model that predicts masks "
-                                  "(number_of_stages: 3)", "eval_config.metrics_set")
+    for name in ("coco_mask_metrics", "oid_challenge_segmentation_metrics"):
+        if name in sets and not include_mask:
+            raise PipelineConfigError(f"{name} needs a model that predicts masks "
+                                      "(number_of_stages: 3)", "eval_config.metrics_set")
     return sets
 
 

@@ -1,0 +1,312 @@
+"""exporter_main_v2.py on a model trained for two steps: the serving signature's outputs on an
+image of another size, agreement with the restored Keras model under the evaluation
+pipeline, every input type, saved_model_cli, mismatched checkpoints, and the all-or-nothing
+output directory. Mask pasting and the staging directory are also tested on their own."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_command
+from tests.training_helpers import make_tiny_records, model_main, tiny_config
+
+NUM_CLASSES = 4  # the shapes config
+OTHER_SIZE = (80, 112)  # trained at 64 x 64: another size and aspect ratio
+OUTPUT_KEYS = {"detection_boxes", "detection_scores", "detection_classes", "num_detections",
+               "detection_masks", "detection_masks_image"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyExport:
+    root: Path
+    records: Path
+    config: Path
+    model_dir: Path
+    exported: Path
+
+    @property
+    def saved_model(self) -> Path:
+        return self.exported / "saved_model"
+
+
+def tiny_export(tmp_path_factory) -> TinyExport:
+    """Trains two steps and exports once per test session (test_infer.py reuses it)."""
+    root = tmp_path_factory.getbasetemp() / "tiny_export"
+    found = TinyExport(root, root / "records", root / "pipeline.config", root / "model",
+                       root / "exported")
+    if (root / "done").exists():
+        return found
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    make_tiny_records(root)
+    tiny_config(found.records, found.config, num_steps=2)
+    model_main(f"--pipeline_config_path={found.config}", f"--model_dir={found.model_dir}",
+               "--checkpoint_every_n=2")
+    run_command("exporter_main_v2.py", f"--pipeline_config_path={found.config}",
+                f"--trained_checkpoint_dir={found.model_dir}",
+                f"--output_directory={found.exported}", check=True)
+    (root / "done").touch()
+    return found
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> TinyExport:
+    return tiny_export(tmp_path_factory)
+
+
+def val_image(export: TinyExport, size: tuple[int, int] | None = None) -> np.ndarray:
+    from PIL import Image
+
+    path = sorted((export.root / "shapes/images/val").glob("*"))[0]
+    image = Image.open(path).convert("RGB")
+    if size is not None:
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(image)
+
+
+def serve(saved_model: Path, value) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in function(input_tensor=tf.constant(value)).items()}
+
+
+def assert_valid_outputs(outputs: dict, height: int, width: int) -> None:
+    count = int(outputs["num_detections"][0])
+    slots = outputs["detection_scores"].shape[1]
+    assert 0 < count <= slots
+    boxes, classes = outputs["detection_boxes"][0], outputs["detection_classes"][0]
+    assert boxes.dtype == np.float32 and classes.dtype == np.float32
+    assert np.all((boxes >= 0) & (boxes <= 1))
+    assert np.all(boxes[:count, :2] <= boxes[:count, 2:])  # ymin <= ymax, xmin <= xmax
+    assert set(np.unique(classes[:count])) <= set(range(1, NUM_CLASSES + 1))
+    assert np.all(outputs["detection_scores"][0, count:] == 0) and np.all(classes[count:] == 0)
+    masks = outputs["detection_masks"][0]
+    assert masks.shape[0] == slots and np.all((masks >= 0) & (masks <= 1))
+    image_masks = outputs["detection_masks_image"][0]
+    assert image_masks.shape == (slots, height, width) and image_masks.dtype == np.uint8
+    assert set(np.unique(image_masks)) <= {0, 1}
+    assert image_masks[:count].any() and not image_masks[count:].any()
+    for box, mask in zip(boxes[:count] * [height, width, height, width], image_masks[:count]):
+        ys, xs = np.nonzero(mask)
+        if len(ys):  # pixel centres inside the box, allowing a pixel
+            assert ys.min() + 0.5 >= box[0] - 1 and ys.max() + 0.5 <= box[2] + 1
+            assert xs.min() + 0.5 >= box[1] - 1 and xs.max() + 0.5 <= box[3] + 1
+
+
+# --- without a model ----------------------------------------------------------------------
+
+def test_paste_masks_fills_exactly_the_pixels_whose_centre_is_in_the_box():
+    import tensorflow as tf
+
+    from models.export_signatures import paste_masks
+
+    full = np.ones((1, 28, 28), np.float32)
+    left_half = np.zeros((1, 28, 28), np.float32)
+    left_half[:, :, :14] = 1.0
+    boxes = tf.constant([[2.2, 3.0, 9.7, 15.4]], tf.float32)  # ymin, xmin, ymax, xmax (pixels)
+    pasted = paste_masks(tf.constant(full), boxes, 12, 20).numpy()[0]
+    centres_y, centres_x = np.arange(12) + 0.5, np.arange(20) + 0.5
+    expected = ((centres_y >= 2.2) & (centres_y < 9.7))[:, None] & \
+        ((centres_x >= 3.0) & (centres_x < 15.4))[None, :]
+    assert pasted.dtype == np.uint8 and np.array_equal(pasted, expected.astype(np.uint8))
+    half = paste_masks(tf.constant(left_half), boxes, 12, 20).numpy()[0]
+    assert np.array_equal(np.nonzero(half.any(axis=0))[0], np.arange(3, 9))  # x centres < 9.2
+    # a box between pixel centres, one leaving the image, and no box at all
+    odd = paste_masks(tf.constant(np.ones((4, 28, 28), np.float32)),
+                      tf.constant([[3.6, 2.0, 4.4, 9.0], [-3.0, 15.0, 14.0, 26.0],
+                                   [12.0, 2.0, 12.0, 9.0], [3.0, 20.0, 5.0, 20.0]]), 12, 20)
+    assert not odd[0].numpy().any() and not odd[2:].numpy().any()  # no pixel centre inside
+    assert np.array_equal(odd[1].numpy(), np.pad(np.ones((12, 5), np.uint8), [(0, 0), (15, 0)]))
+    assert paste_masks(tf.zeros([0, 28, 28]), tf.zeros([0, 4]), 12, 20).shape == (0, 12, 20)
+
+
+def test_staged_directory_is_all_or_nothing_and_never_replaces_foreign_files(tmp_path):
+    from models.export import ExportError, staged_directory
+
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_directory(target, "saved_model") as staging:
+            (staging / "saved_model").mkdir()
+            raise RuntimeError("export failed")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a staging directory
+    with staged_directory(target, "saved_model") as staging:
+        (staging / "saved_model").mkdir()
+        (staging / "first").touch()
+    with staged_directory(target, "saved_model") as staging:  # a previous export: replaced
+        (staging / "saved_model").mkdir()
+    assert sorted(p.name for p in target.iterdir()) == ["saved_model"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(ExportError, match="not empty"):
+        with staged_directory(foreign, "saved_model"):
+            pass
+    assert (foreign / "notes.txt").read_text() == "keep"
+
+
+# --- with a model trained for two steps ---------------------------------------------------
+
+@pytest.mark.slow
+def test_export_directory_layout(export):
+    assert (export.saved_model / "saved_model.pb").exists()
+    assert (export.exported / "checkpoint/ckpt-0.index").exists()
+    assert "ckpt-0" in (export.exported / "checkpoint/checkpoint").read_text()
+    assert "num_classes: 4" in (export.exported / "pipeline.config").read_text()
+    assert (export.exported / "label_map.pbtxt").read_text() == \
+        (export.records / "label_map.pbtxt").read_text()
+    assert not [p for p in export.root.iterdir() if p.name.startswith(".exported.")]
+
+
+@pytest.mark.slow
+def test_serving_default_on_an_image_of_another_size(export):
+    outputs = serve(export.saved_model, val_image(export, OTHER_SIZE)[np.newaxis])
+    assert set(outputs) == OUTPUT_KEYS
+    assert_valid_outputs(outputs, *OTHER_SIZE)
+
+
+@pytest.mark.slow
+def test_exported_detections_equal_the_restored_keras_model_under_evaluation(export):
+    """The evaluation pipeline (our eval parser, Model Garden's model) and the SavedModel
+    give the same detections for the same records."""
+    import tensorflow as tf
+
+    from models.builders.experiment_builder import load_and_build
+    from models.task import MaskRCNNTask
+
+    built = load_and_build(export.config)
+    task = MaskRCNNTask(built)
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).read(
+        tf.train.latest_checkpoint(str(export.model_dir))).expect_partial()
+    images, labels = next(iter(task.build_inputs(built.task.validation_data)))
+    info = labels["image_info"]
+    outputs = model(images, image_shape=info[:, 1, :], anchor_boxes=labels["anchor_boxes"],
+                    training=False)
+    scale = tf.tile(info[:, 2:3, :], [1, 1, 2]) * tf.tile(info[:, 0:1, :], [1, 1, 2])
+    keras_boxes = tf.clip_by_value(outputs["detection_boxes"] / scale, 0.0, 1.0).numpy()
+    records = list(tf.data.TFRecordDataset(sorted(map(str, export.records.glob("val-*")))))
+    for index in range(images.shape[0]):
+        example = tf.io.parse_single_example(
+            records[index], {"image/encoded": tf.io.FixedLenFeature([], tf.string)})
+        image = tf.io.decode_image(example["image/encoded"], channels=3)
+        served = serve(export.saved_model, image[tf.newaxis])
+        count = int(outputs["num_detections"][index])
+        assert int(served["num_detections"][0]) == count
+        np.testing.assert_allclose(served["detection_scores"][0, :count],
+                                   outputs["detection_scores"][index, :count], atol=1e-4)
+        np.testing.assert_allclose(served["detection_boxes"][0, :count],
+                                   keras_boxes[index, :count], atol=1e-4)
+        np.testing.assert_array_equal(served["detection_classes"][0, :count],
+                                      outputs["detection_classes"][index, :count])
+        np.testing.assert_allclose(served["detection_masks"][0, :count],
+                                   outputs["detection_masks"][index, :count], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_every_input_type_gives_the_same_detections(export, tmp_path):
+    import tensorflow as tf
+
+    from models.builders.experiment_builder import load_and_build
+    from models.export import export_inference_graph
+    from models.infer import to_detections
+
+    image = val_image(export, OTHER_SIZE)
+    reference = serve(export.saved_model, image[np.newaxis])
+    png = tf.io.encode_png(image).numpy()
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png]))}))
+    inputs = {"encoded_image_string_tensor": np.array([png], object),
+              "tf_example": np.array([example.SerializeToString()], object),
+              "float_image_tensor": image[np.newaxis].astype(np.float32)}
+    built = load_and_build(export.config)
+    for input_type, value in inputs.items():
+        full_masks = input_type != "float_image_tensor"  # also tests --nofull_image_masks
+        target = export_inference_graph(built, export.model_dir, tmp_path / input_type,
+                                        input_type, full_image_masks=full_masks,
+                                        batch_size=None if full_masks else 1)
+        outputs = serve(target / "saved_model", value)
+        assert set(outputs) == (OUTPUT_KEYS if full_masks else
+                                OUTPUT_KEYS - {"detection_masks_image"}), input_type
+        for key in ("detection_boxes", "detection_scores", "detection_classes"):
+            np.testing.assert_allclose(outputs[key], reference[key], atol=1e-4,
+                                       err_msg=f"{input_type} {key}")
+        if input_type == "encoded_image_string_tensor":  # exported for any batch size
+            flipped = tf.io.encode_png(np.ascontiguousarray(image[:, ::-1])).numpy()
+            both = serve(target / "saved_model", np.array([png, flipped], object))
+            slots = reference["detection_scores"].shape[1]
+            assert both["detection_masks_image"].shape == (2, slots, *OTHER_SIZE)
+            np.testing.assert_allclose(both["detection_scores"][0],
+                                       reference["detection_scores"][0], atol=1e-4)
+            assert not np.allclose(both["detection_boxes"][1], both["detection_boxes"][0])
+    # no detection at all: the outputs keep their shapes
+    nothing = load_and_build(export.config, [
+        "model { faster_rcnn { second_stage_post_processing { batch_non_max_suppression { "
+        "score_threshold: 1.0 } } } }"])
+    target = export_inference_graph(nothing, export.model_dir, tmp_path / "nothing")
+    empty = serve(target / "saved_model", image[np.newaxis])
+    assert empty["num_detections"][0] == 0 and not empty["detection_scores"].any()
+    assert empty["detection_masks_image"].shape == (1, reference["detection_scores"].shape[1],
+                                                    *OTHER_SIZE)
+    assert not empty["detection_masks_image"].any()
+    # without image-size masks, infer pastes the box masks itself, the same way
+    pasted = to_detections(outputs, *OTHER_SIZE).masks
+    served = to_detections(reference, *OTHER_SIZE).masks
+    assert pasted.shape == served.shape and np.mean(pasted != served) < 0.002
+
+
+@pytest.mark.slow
+def test_saved_model_cli_show_and_run(export, tmp_path):
+    cli = str(Path(sys.executable).parent / "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", str(export.saved_model), "--all"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "signature_def['serving_default']" in shown
+    assert re.search(r"inputs\['input_tensor'\].*?dtype: DT_UINT8.*?shape: \(1, -1, -1, 3\)",
+                     shown, re.S)
+    for key in OUTPUT_KEYS:
+        assert f"outputs['{key}']" in shown
+    np.save(tmp_path / "image.npy", val_image(export, OTHER_SIZE)[np.newaxis])
+    subprocess.run([cli, "run", "--dir", str(export.saved_model), "--tag_set", "serve",
+                    "--signature_def", "serving_default",
+                    "--inputs", f"input_tensor={tmp_path / 'image.npy'}",
+                    "--outdir", str(tmp_path / "out")], capture_output=True, text=True,
+                   check=True)
+    outputs = {key: np.load(tmp_path / "out" / f"{key}.npy") for key in OUTPUT_KEYS}
+    assert_valid_outputs(outputs, *OTHER_SIZE)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_other_num_classes_fails_naming_variables_and_writes_nothing(
+        export, tmp_path):
+    target = tmp_path / "exported"
+    result = run_command("exporter_main_v2.py", f"--pipeline_config_path={export.config}",
+                         f"--trained_checkpoint_dir={export.model_dir}",
+                         f"--output_directory={target}",
+                         "--config_override=model { faster_rcnn { num_classes: 6 } }")
+    assert result.returncode == 1
+    assert "does not match" in result.stderr and "num_classes 6" in result.stderr
+    # the class logits: 4 + 1 outputs in the checkpoint, 6 + 1 in the config
+    assert re.search(r"model/\S+: checkpoint \[\d+, 5\], model \[\d+, 7\]", result.stderr)
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no output directory, no staging directory
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_backbone_fails_naming_variables(export, tmp_path):
+    from models.builders.experiment_builder import load_and_build
+    from models.export import CheckpointMismatchError, export_inference_graph
+
+    built = load_and_build(export.config, [
+        'model { faster_rcnn { feature_extractor { type: "faster_rcnn_resnet34_fpn_keras" } } }'])
+    with pytest.raises(CheckpointMismatchError) as error:
+        export_inference_graph(built, export.model_dir, tmp_path / "exported")
+    assert "faster_rcnn_resnet34_fpn_keras" in str(error.value)
+    assert re.search(r"model/backbone/\S+", str(error.value))
+    assert list(tmp_path.iterdir()) == []
