@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and pip:
-#   make demo   synthetic data -> COCO -> TFRecords (-> training, export as they land)
+#   make demo   synthetic data -> COCO -> TFRecords -> training -> evaluation -> export
+#               -> saved_model_cli run -> pictures of the results
 #   make test   the test suite
 # Each creates .venv/ at the repository root when it is missing.
 #   make test-beam  the Apache Beam runner's tests in their own environment, .venv-beam/
@@ -28,6 +29,7 @@ test: protos
 
 DEMO_STEPS ?= 1000
 DEMO_RECORDS := $(DEMO_DIR)/records
+DEMO_IMAGE ?= val_000000.jpg
 DEMO_OVERRIDES := \
 	--config_override='train_input_reader { label_map_path: "$(DEMO_RECORDS)/label_map.pbtxt" tf_record_input_reader { input_path: "$(DEMO_RECORDS)/train-?????-of-00002.tfrecord" } }' \
 	--config_override='eval_input_reader { label_map_path: "$(DEMO_RECORDS)/label_map.pbtxt" tf_record_input_reader { input_path: "$(DEMO_RECORDS)/val-?????-of-00001.tfrecord" } }'
@@ -48,6 +50,20 @@ demo: protos
 	$(PY) model_main_tf2.py --pipeline_config_path=pipelines/shapes_resnet18_fpn.config \
 	    --model_dir=$(DEMO_DIR)/model --checkpoint_dir=$(DEMO_DIR)/model --eval_timeout=10 \
 	    --num_train_steps=$(DEMO_STEPS) $(DEMO_OVERRIDES)
+	$(PY) exporter_main_v2.py --input_type=image_tensor \
+	    --pipeline_config_path=$(DEMO_DIR)/model/pipeline.config \
+	    --trained_checkpoint_dir=$(DEMO_DIR)/model --output_directory=$(DEMO_DIR)/exported
+	$(PY) -m models.image_npy $(DEMO_DIR)/shapes/images/val/$(DEMO_IMAGE) $(DEMO_DIR)/image.npy
+	$(VENV)/bin/saved_model_cli run --dir $(DEMO_DIR)/exported/saved_model --tag_set serve \
+	    --signature_def serving_default --inputs input_tensor=$(DEMO_DIR)/image.npy \
+	    --outdir $(DEMO_DIR)/saved_model_cli --overwrite
+	$(PY) -m models.show_outputs $(DEMO_DIR)/saved_model_cli \
+	    --label_map $(DEMO_DIR)/exported/label_map.pbtxt
+	$(PY) -m models.infer --saved_model $(DEMO_DIR)/exported/saved_model \
+	    --images '$(DEMO_DIR)/shapes/images/val/*' \
+	    --annotations $(DEMO_DIR)/shapes/annotations/instances_val.json \
+	    --output_dir $(DEMO_DIR)/predictions
+	@echo "Pictures of the results: $(DEMO_DIR)/predictions/*.png"
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(DEMO_DIR)/model"
 
 clean:

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -260,11 +261,9 @@ def write_png(path: Path, image: np.ndarray) -> None:
     path.write_bytes(encoded.tobytes())
 
 
-def class_names(label_map: LabelMap | None):
-    def name(label_id: int) -> str:
-        item = label_map.get(int(label_id)) if label_map is not None else None
-        return item.label if item is not None else str(int(label_id))
-    return name
+def class_names(label_map: LabelMap | None) -> Callable[[int], str]:
+    """Label-map id -> display name (the id itself without a label map)."""
+    return label_map.label_of if label_map is not None else (lambda i: str(int(i)))
 
 
 def find_label_map(saved_model: Path, given: str | None) -> LabelMap | None:

@@ -46,8 +46,7 @@ def _class_names(label_map_path: str | None) -> Callable[[int], str]:
         return read_label_map(label_map_path) if label_map_path else None
 
     def name(label_id: int) -> str:
-        item = label_map().get(label_id) if label_map() is not None else None
-        return item.label if item is not None else str(label_id)
+        return label_map().label_of(label_id) if label_map() is not None else str(label_id)
     return name
 
 

@@ -99,6 +99,12 @@ class LabelMap:
     def get(self, label_id: int) -> LabelMapItem | None:
         return self._by_id.get(label_id)
 
+    def label_of(self, label_id: int) -> str:
+        """What to write on a picture: the display name, or the id when it is not mapped
+        (a model may predict an id the label map at hand does not have)."""
+        item = self._by_id.get(int(label_id))
+        return item.label if item is not None else str(int(label_id))
+
     def has_name(self, name: str) -> bool:
         return name in self._by_name
 

@@ -272,7 +272,12 @@ def test_saved_model_cli_show_and_run(export, tmp_path):
                      shown, re.S)
     for key in OUTPUT_KEYS:
         assert f"outputs['{key}']" in shown
-    np.save(tmp_path / "image.npy", val_image(export, OTHER_SIZE)[np.newaxis])
+    from PIL import Image
+
+    Image.fromarray(val_image(export, OTHER_SIZE)).save(tmp_path / "image.png")
+    run_command("-m", "models.image_npy", str(tmp_path / "image.png"),
+                str(tmp_path / "image.npy"), check=True)
+    assert np.load(tmp_path / "image.npy").shape == (1, *OTHER_SIZE, 3)
     subprocess.run([cli, "run", "--dir", str(export.saved_model), "--tag_set", "serve",
                     "--signature_def", "serving_default",
                     "--inputs", f"input_tensor={tmp_path / 'image.npy'}",
@@ -280,6 +285,16 @@ def test_saved_model_cli_show_and_run(export, tmp_path):
                    check=True)
     outputs = {key: np.load(tmp_path / "out" / f"{key}.npy") for key in OUTPUT_KEYS}
     assert_valid_outputs(outputs, *OTHER_SIZE)
+    shown = run_command("-m", "models.show_outputs", str(tmp_path / "out"), "--label_map",
+                        str(export.exported / "label_map.pbtxt"), check=True).stdout
+    count = int(outputs["num_detections"][0])
+    assert f"num_detections: {count}" in shown
+    from records.label_map import read_label_map
+
+    first = int(outputs["detection_classes"][0, 0])
+    name = read_label_map(export.exported / "label_map.pbtxt").get(first).label
+    assert f"0: {name} (class {first}) score {outputs['detection_scores'][0, 0]:.3f}" in shown
+    assert "mask " in shown
 
 
 @pytest.mark.slow

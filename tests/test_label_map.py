@@ -37,3 +37,9 @@ def test_malformed_label_maps_are_clear_errors(text, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(LabelMapError, match="does not exist"):
         read_label_map(tmp_path / "nope.pbtxt")
+
+
+def test_label_of_prefers_the_display_name_and_falls_back_to_the_id():
+    label_map = LabelMap([LabelMapItem(1, "/m/01g317", "Person"), LabelMapItem(2, "dog")])
+    assert label_map.label_of(1) == "Person" and label_map.label_of(2) == "dog"
+    assert label_map.label_of(7) == "7"  # predicted but not in this label map
