@@ -48,7 +48,7 @@ from data_prep.convert import ConversionError, ConvertOptions, ImageResult, conv
 from data_prep.summary import SplitSummary
 from records.atomic_io import write_json_atomic
 from records.label_map import LabelMap
-from records.tfrecord_io import SHARD_PATTERN, shard_name
+from records.tfrecord_io import SHARD_PATTERN, shard_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"  # shard_name()'s NAME-00000-of-00008 numbering
@@ -134,13 +134,10 @@ class BeamShards:
     """
 
     def __init__(self, output_dir: str | Path, name: str, count: int):
-        if count < 1:
-            raise ValueError(f"the number of shards must be at least 1, got {count}")
         self.output_dir = Path(output_dir)
         self.name = name
         self.count = count
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.paths = [self.output_dir / shard_name(name, i, count) for i in range(count)]
+        self.paths = shard_paths(self.output_dir, name, count)
         self.staging = Path(tempfile.mkdtemp(prefix=f".{name}.beam-", dir=self.output_dir))
         self.fatal_dir = self.staging / "fatal"
         self.fatal_dir.mkdir()

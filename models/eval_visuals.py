@@ -22,7 +22,7 @@ import tensorflow as tf
 from official.vision.ops import preprocess_ops
 
 from models.export_signatures import boxes_to_original_pixels, paste_masks
-from records.render import draw_instances, enlarge_for_display
+from records.render import draw_enlarged
 
 STEP_KEY = "eval_visuals"  # the validation step's log entry carrying these tensors
 SUMMARY_PREFIX = "eval_side_by_side"
@@ -132,9 +132,8 @@ class EvalVisuals:
 
     def _draw(self, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None,
               classes: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-        image, boxes, masks, _ = enlarge_for_display(image, boxes, masks, DISPLAY_MIN_SIDE)
         captions = [self._class_name(int(c)) for c in classes]
-        return draw_instances(image, boxes, masks, captions, scores)
+        return draw_enlarged(image, boxes, masks, captions, scores, DISPLAY_MIN_SIDE)
 
     def write_summaries(self, step: int | tf.Tensor) -> int:
         """Writes the held pictures to the default summary writer; returns how many."""

@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 from models.export import ExportError, staged_directory  # noqa: E402
 from models.export_signatures import MASKS_IMAGE_KEY, paste_masks  # noqa: E402
 from records.label_map import LabelMap, LabelMapError, read_label_map  # noqa: E402
-from records.render import draw_instances, enlarge_for_display  # noqa: E402
+from records.render import draw_enlarged  # noqa: E402
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 RESULTS_FILE = "detections.json"
@@ -249,9 +249,8 @@ def picture_name(path: Path, taken: set[str]) -> str:
 
 def render(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None,
            captions: list[str], scores: np.ndarray) -> np.ndarray:
-    """draw_instances on the image, enlarged first when it is small."""
-    image, boxes, masks, _ = enlarge_for_display(image, boxes, masks, DISPLAY_MIN_SIDE)
-    return draw_instances(image, boxes, masks, captions, scores)
+    """The pictures of infer, debug_stages and ensemble: small images drawn enlarged."""
+    return draw_enlarged(image, boxes, masks, captions, scores, DISPLAY_MIN_SIDE)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

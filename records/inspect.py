@@ -282,7 +282,7 @@ def render_records(files: list[str], label_map: LabelMap | None, count: int, out
     """Draws `count` records (the first ones, or a random sample when seed is given)."""
     from PIL import Image
 
-    from records.render import draw_instances, enlarge_for_display
+    from records.render import draw_enlarged
 
     records = _examples(files, max_records)
     chosen = list(islice(records, count)) if seed is None else _reservoir_sample(records, count,
@@ -308,9 +308,9 @@ def render_records(files: list[str], label_map: LabelMap | None, count: int, out
         boxes = example.boxes * [example.height, example.width, example.height, example.width]
         keys = class_keys(example, label_map)
         texts = [caption(example, i, label_map, key) for i, key in enumerate(keys)]
-        image, boxes, masks, _ = enlarge_for_display(image, boxes, masks, upscale_to)
         target = out_dir / picture_name(path, index, example, taken)
-        Image.fromarray(draw_instances(image, boxes, masks, texts)).save(target)
+        Image.fromarray(draw_enlarged(image, boxes, masks, texts, min_side=upscale_to)
+                        ).save(target)
         written.append(target)
     return written
 

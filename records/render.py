@@ -78,6 +78,16 @@ def draw_instances(image: np.ndarray, boxes_pixels: np.ndarray, masks: np.ndarra
     return _draw_captions(canvas, boxes, texts)
 
 
+def draw_enlarged(image: np.ndarray, boxes_pixels: np.ndarray, masks: np.ndarray | None,
+                  labels_text: Sequence[str], scores: Sequence[float] | None = None,
+                  min_side: int = 512) -> np.ndarray:
+    """draw_instances on the image, enlarged first (enlarge_for_display) when its shorter
+    side is under `min_side`: what every picture for people (records, predictions, eval
+    images) goes through."""
+    image, boxes_pixels, masks, _ = enlarge_for_display(image, boxes_pixels, masks, min_side)
+    return draw_instances(image, boxes_pixels, masks, labels_text, scores)
+
+
 def _caption(labels_text: Sequence[str], scores: Sequence[float] | None, i: int) -> str:
     text = labels_text[i] if i < len(labels_text) else ""
     if scores is not None and i < len(scores):

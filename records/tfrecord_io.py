@@ -60,6 +60,15 @@ def shard_glob(output_dir: str | Path, name: str) -> str:
     return str(Path(output_dir) / f"{name}-?????-of-?????.tfrecord")
 
 
+def shard_paths(output_dir: Path, name: str, count: int) -> list[Path]:
+    """The final paths of a split's `count` shards; creates output_dir. Shared by the local
+    writer and the Beam runner, so both name and check shards alike."""
+    if count < 1:
+        raise ValueError(f"the number of shards must be at least 1, got {count}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return [output_dir / shard_name(name, i, count) for i in range(count)]
+
+
 class ShardedWriter:
     """Writes records round-robin into `count` shards, all-or-nothing.
 
@@ -70,13 +79,10 @@ class ShardedWriter:
     """
 
     def __init__(self, output_dir: str | Path, name: str, count: int):
-        if count < 1:
-            raise ValueError(f"the number of shards must be at least 1, got {count}")
         self.output_dir = Path(output_dir)
         self.name = name
         self.count = count
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.paths = [self.output_dir / shard_name(name, i, count) for i in range(count)]
+        self.paths = shard_paths(self.output_dir, name, count)
         self._tmp_paths = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in self.paths]
         self._files: list[BinaryIO] = [open(p, "wb") for p in self._tmp_paths]
         self.records_per_shard = [0] * count
