@@ -52,3 +52,15 @@ def test_large_objects_lose_nothing_small_ones_lose_iou(tmp_path):
     result = perfect_detection_metrics(_annotation_file(tmp_path, small))
     assert result["AP"] > 0.99  # the boxes are exact
     assert 0.3 < result["mask_AP"] < 0.95  # the 28x28 round trip and the paste cost IoU
+
+
+def test_box_errors_lower_the_ceiling_and_the_command_prints_it(tmp_path, capsys):
+    from benchmarks.mask_ceiling import main
+
+    discs = [[_disc(128, 24 + 40 * i, 24 + 40 * j, 10.0) for i in range(3)] for j in range(3)]
+    path = _annotation_file(tmp_path, discs)
+    exact = perfect_detection_metrics(path)
+    off = perfect_detection_metrics(path, box_noise_px=2.0)
+    assert off["AP"] < exact["AP"] and off["mask_AP"] < exact["mask_AP"] - 0.05
+    assert main(["--annotations", str(path), "--box_noise_px", "2"]) == 0
+    assert f"mask mAP {off['mask_AP']:.3f}" in capsys.readouterr().out
