@@ -10,7 +10,8 @@ and the cost of a training step next to Model Garden's own trainer.
    mAP-versus-time curve. Target: mask mAP@[.5:.95] of at least 0.80 within 15 minutes.
    Next to it, the ceiling: what perfect detections score under the same evaluator
    (benchmarks/mask_ceiling.py), since the round trip through a 28x28 mask alone costs
-   these 20-50 px objects IoU.
+   these 20-50 px objects IoU, and for the last checkpoint how its masks compare with
+   perfect masks inside its own boxes (benchmarks/mask_gap.py).
 4. Times steps of `model_main_tf2.py` and of `python -m official.vision.train` on the same
    model (our experiment config, dumped to YAML) and data, and prints the ratio.
 """
@@ -86,16 +87,23 @@ def shapes_pipeline(config_overrides: list[str]):
     return load_pipeline_config(SHAPES_CONFIG, config_overrides)
 
 
-def ceiling(work: Path, records: Path, split: str, num_classes: int) -> float:
-    """Mask mAP of perfect detections on the held-out split (see mask_ceiling)."""
+def held_out_diagnosis(work: Path, records: Path, split: str, num_classes: int,
+                       checkpoint: Path | None, config: list[str]) -> tuple[float, str]:
+    """Mask mAP of perfect detections on the held-out split (mask_ceiling), and where the
+    checkpoint's masks lose IoU against them (mask_gap)."""
     from benchmarks.mask_ceiling import perfect_detection_metrics
+    from benchmarks.mask_gap import checkpoint_mask_gap, summarize
     from models.eval_annotations import write_coco_groundtruth
     from records.label_map import read_label_map
 
     groundtruth = write_coco_groundtruth(
         work / f"{split}_groundtruth.json", [str(records / f"{split}-*.tfrecord")],
         read_label_map(records / "label_map.pbtxt"), num_classes)
-    return perfect_detection_metrics(groundtruth)["mask_AP"]
+    best = perfect_detection_metrics(groundtruth)["mask_AP"]
+    if checkpoint is None:
+        return best, "no checkpoint within the budget"
+    gap = checkpoint_mask_gap(str(checkpoint), SHAPES_CONFIG, config, str(groundtruth))
+    return best, f"{checkpoint.name}: {summarize(gap)}"
 
 
 def main() -> int:
@@ -124,7 +132,9 @@ def main() -> int:
         model_dir = work / "model"
         written = train_for(budget, model_dir, config, args.checkpoint_every_n)
         results = score_checkpoints(model_dir, config, sorted(written))
-        best = ceiling(work, records, "heldout", pipeline.model.faster_rcnn.num_classes)
+        last = model_dir / f"ckpt-{max(written)}" if written else None
+        best, gap = held_out_diagnosis(work, records, "heldout",
+                                       pipeline.model.faster_rcnn.num_classes, last, config)
         print(f"\n{args.train_images} training and {args.eval_images} held-out images of "
               f"128x128; budget {args.budget_minutes:g} min; schedule {num_steps} steps")
         print(f"{'minutes':>7} {'step':>6} {'mask mAP':>9} {'mask AP50':>9} {'box mAP':>8}")
@@ -136,8 +146,9 @@ def main() -> int:
                   f"{m['DetectionBoxes_Precision/mAP']:8.3f}")
         print(f"ceiling: perfect detections (exact boxes and classes, ground-truth masks on "
               f"the model's 28x28 grid) score mask mAP {best:.3f} with this evaluator")
+        print(gap)
         (work / "convergence.json").write_text(json.dumps(
-            {"ceiling_mask_mAP": best,
+            {"ceiling_mask_mAP": best, "mask_gap": gap,
              **{str(s): {"minutes": written[s] / 60, **results[s]} for s in results}},
             indent=1))
         if not args.skip_step_comparison:

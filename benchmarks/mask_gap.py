@@ -1,0 +1,130 @@
+"""Where a checkpoint's mask mAP is lost: in its boxes or in its masks.
+
+Each held-out object is matched to the best-overlapping detection of its class (box IoU above
+0.5, score above 0.3). For every match three IoUs are compared: of the boxes, of the predicted
+mask, and of a perfect mask inside the predicted box (the ground truth resampled onto the
+model's 28x28 grid in that box, pasted back as the evaluator pastes). When the perfect mask
+scores far above the predicted one, the boxes are good enough and the mask head is the limit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.mask_ceiling import model_mask_targets
+
+
+@dataclass
+class Match:
+    box_iou: float
+    mask_iou: float
+    perfect_mask_iou: float
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (ymin, xmin, ymax, xmax) boxes."""
+    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = height * width
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _paste(masks: np.ndarray, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """As Model Garden's COCO evaluator pastes box masks into the image."""
+    from official.vision.ops import box_ops, mask_ops
+
+    return mask_ops.paste_instance_masks(masks, box_ops.yxyx_to_xywh(boxes), height, width) > 0
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def match_image(gt_masks: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray,
+                boxes: np.ndarray, masks: np.ndarray, classes: np.ndarray, scores: np.ndarray,
+                min_box_iou: float = 0.5, min_score: float = 0.3) -> list[Match | None]:
+    """One image: ground truth [K, H, W] masks, [K, 4] pixel boxes, [K] classes; detections
+    [N, 4] pixel boxes, [N, M, M] box masks, [N] classes and scores. One entry per object,
+    None where no detection matches it."""
+    height, width = gt_masks.shape[1:]
+    used: set[int] = set()
+    found: list[Match | None] = []
+    for gt_mask, gt_box, gt_class in zip(gt_masks, gt_boxes, gt_classes):
+        candidates = [(_box_iou(gt_box, boxes[k]), k) for k in range(len(boxes))
+                      if k not in used and classes[k] == gt_class and scores[k] >= min_score]
+        best_iou, best = max(candidates, default=(0.0, -1))
+        if best < 0 or best_iou <= min_box_iou:
+            found.append(None)
+            continue
+        used.add(best)
+        box = boxes[best:best + 1]
+        perfect = model_mask_targets(gt_mask[None].astype(np.float32), gt_box[None], box,
+                                     mask_size=masks.shape[-1])
+        truth = gt_mask > 0.5
+        found.append(Match(best_iou,
+                           _mask_iou(_paste(masks[best:best + 1], box, height, width)[0], truth),
+                           _mask_iou(_paste(perfect, box, height, width)[0], truth)))
+    return found
+
+
+def summarize(found: list[Match | None]) -> str:
+    matched = [m for m in found if m is not None]
+    if not matched:
+        return f"no detection matched any of {len(found)} objects"
+    box, mask, perfect = (np.array([getattr(m, f) for m in matched])
+                          for f in ("box_iou", "mask_iou", "perfect_mask_iou"))
+    return (f"{len(matched)} of {len(found)} objects matched; median IoU of the boxes "
+            f"{np.median(box):.3f}, of the predicted masks {np.median(mask):.3f}, of perfect "
+            f"masks in the predicted boxes {np.median(perfect):.3f}; IoU >= 0.85: "
+            f"{np.mean(mask >= 0.85):.0%} of predicted masks, {np.mean(perfect >= 0.85):.0%} "
+            f"of perfect ones")
+
+
+def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
+                        groundtruth_file: str) -> list[Match | None]:
+    """match_image over the config's eval split, with the model of `checkpoint`; ground truth
+    from the COCO file the evaluation writes (its ids are the records' source ids)."""
+    import json
+
+    import tensorflow as tf
+    from pycocotools import mask as mask_utils
+
+    from models.builders.experiment_builder import load_and_build
+    from models.task import MaskRCNNTask
+
+    built = load_and_build(config, config_overrides, checkpoint_every_n=1)
+    task = MaskRCNNTask(built)
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
+    coco = json.loads(Path(groundtruth_file).read_text(encoding="utf-8"))
+    objects: dict[int, list[dict]] = {}
+    for annotation in coco["annotations"]:
+        if not annotation.get("iscrowd", 0):
+            objects.setdefault(annotation["image_id"], []).append(annotation)
+    found: list[Match | None] = []
+    for images, labels in task.build_inputs(built.task.validation_data):
+        outputs = model(images, anchor_boxes=labels["anchor_boxes"],
+                        image_shape=labels["image_info"][:, 1, :], training=False)
+        # Boxes come in the resized input's pixels; the ground truth is in the original's.
+        scales = labels["image_info"][:, 2, :].numpy()
+        offsets = labels["image_info"][:, 3, :].numpy()
+        for b, source_id in enumerate(labels["groundtruths"]["source_id"].numpy()):
+            annotations = objects.get(int(source_id), [])
+            if not annotations:
+                continue
+            count = int(outputs["num_detections"][b])
+            boxes = ((outputs["detection_boxes"][b, :count].numpy() + np.tile(offsets[b], 2))
+                     / np.tile(scales[b], 2))
+            gt_masks = np.stack([mask_utils.decode(a["segmentation"]) for a in annotations])
+            gt_boxes = np.array([[y, x, y + h, x + w] for x, y, w, h in
+                                 (a["bbox"] for a in annotations)], np.float32)
+            found += match_image(gt_masks, gt_boxes,
+                                 np.array([a["category_id"] for a in annotations]),
+                                 boxes, outputs["detection_masks"][b, :count].numpy(),
+                                 outputs["detection_classes"][b, :count].numpy(),
+                                 outputs["detection_scores"][b, :count].numpy())
+    return found
