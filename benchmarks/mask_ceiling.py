@@ -47,8 +47,19 @@ def model_mask_targets(masks: np.ndarray, boxes: np.ndarray, rois: np.ndarray | 
     return targets[0].numpy()
 
 
-def _instances(annotations: list[dict], height: int, width: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def annotations_by_image(dataset: dict) -> dict[int, list[dict]]:
+    """A COCO dataset's objects (crowd regions left out), by image id."""
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for annotation in dataset["annotations"]:
+        if not annotation.get("iscrowd", 0):
+            by_image[annotation["image_id"]].append(annotation)
+    return by_image
+
+
+def instances(annotations: list[dict], height: int, width: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COCO objects of one image -> [K, H, W] float masks, [K, 4] pixel boxes (ymin, xmin,
+    ymax, xmax) and [K] classes."""
     masks = np.stack([mask_utils.decode(a["segmentation"]) for a in annotations])
     boxes = np.array([[y, x, y + h, x + w] for x, y, w, h in (a["bbox"] for a in annotations)],
                      np.float32)
@@ -60,15 +71,12 @@ def perfect_detection_metrics(annotation_file: str | Path, mask_size: int = MODE
                               box_noise_px: float = 0.0, seed: int = 0) -> dict[str, float]:
     """COCO metrics of perfect detections (see the module docstring) on the ground truth in
     `annotation_file` (COCO JSON with RLE masks, as the evaluation driver writes it)."""
-    rng = np.random.default_rng(seed)
     import tensorflow as tf
     from official.vision.evaluation import coco_evaluator
 
+    rng = np.random.default_rng(seed)
     dataset = json.loads(Path(annotation_file).read_text(encoding="utf-8"))
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for annotation in dataset["annotations"]:
-        if not annotation.get("iscrowd", 0):
-            by_image[annotation["image_id"]].append(annotation)
+    by_image = annotations_by_image(dataset)
     evaluator = coco_evaluator.COCOEvaluator(annotation_file=str(annotation_file),
                                              include_mask=True)
     # The evaluator stacks its batches, so every image reports the same number of
@@ -79,7 +87,7 @@ def perfect_detection_metrics(annotation_file: str | Path, mask_size: int = MODE
         if not found:
             continue  # nothing to detect, and a perfect detector reports nothing
         height, width = image["height"], image["width"]
-        masks, boxes, classes = _instances(found, height, width)
+        masks, boxes, classes = instances(found, height, width)
         detected = boxes + rng.normal(0.0, box_noise_px, boxes.shape).astype(np.float32)
         pad = slots - len(found)
         predictions = {

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.mask_ceiling import model_mask_targets
+from benchmarks.mask_ceiling import annotations_by_image, instances, model_mask_targets
+from models.ensemble import mask_iou_matrix
 
 
 @dataclass
@@ -39,11 +40,6 @@ def _paste(masks: np.ndarray, boxes: np.ndarray, height: int, width: int) -> np.
     return mask_ops.paste_instance_masks(masks, box_ops.yxyx_to_xywh(boxes), height, width) > 0
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
 def match_image(gt_masks: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray,
                 boxes: np.ndarray, masks: np.ndarray, classes: np.ndarray, scores: np.ndarray,
                 min_box_iou: float = 0.5, min_score: float = 0.3) -> list[Match | None]:
@@ -64,10 +60,10 @@ def match_image(gt_masks: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarr
         box = boxes[best:best + 1]
         perfect = model_mask_targets(gt_mask[None].astype(np.float32), gt_box[None], box,
                                      mask_size=masks.shape[-1])
-        truth = gt_mask > 0.5
-        found.append(Match(best_iou,
-                           _mask_iou(_paste(masks[best:best + 1], box, height, width)[0], truth),
-                           _mask_iou(_paste(perfect, box, height, width)[0], truth)))
+        pasted = _paste(np.concatenate([masks[best:best + 1], perfect]), np.repeat(box, 2, 0),
+                        height, width)
+        predicted_iou, perfect_iou = mask_iou_matrix(pasted, gt_mask[None])[:, 0]
+        found.append(Match(best_iou, float(predicted_iou), float(perfect_iou)))
     return found
 
 
@@ -91,7 +87,6 @@ def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
     import json
 
     import tensorflow as tf
-    from pycocotools import mask as mask_utils
 
     from models.builders.experiment_builder import load_and_build
     from models.task import MaskRCNNTask
@@ -101,10 +96,7 @@ def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
     model = task.build_model()
     tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
     coco = json.loads(Path(groundtruth_file).read_text(encoding="utf-8"))
-    objects: dict[int, list[dict]] = {}
-    for annotation in coco["annotations"]:
-        if not annotation.get("iscrowd", 0):
-            objects.setdefault(annotation["image_id"], []).append(annotation)
+    objects = annotations_by_image(coco)
     found: list[Match | None] = []
     for images, labels in task.build_inputs(built.task.validation_data):
         outputs = model(images, anchor_boxes=labels["anchor_boxes"],
@@ -119,11 +111,8 @@ def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
             count = int(outputs["num_detections"][b])
             boxes = ((outputs["detection_boxes"][b, :count].numpy() + np.tile(offsets[b], 2))
                      / np.tile(scales[b], 2))
-            gt_masks = np.stack([mask_utils.decode(a["segmentation"]) for a in annotations])
-            gt_boxes = np.array([[y, x, y + h, x + w] for x, y, w, h in
-                                 (a["bbox"] for a in annotations)], np.float32)
-            found += match_image(gt_masks, gt_boxes,
-                                 np.array([a["category_id"] for a in annotations]),
+            height, width = labels["image_info"][b, 0, :].numpy().astype(int)
+            found += match_image(*instances(annotations, height, width),
                                  boxes, outputs["detection_masks"][b, :count].numpy(),
                                  outputs["detection_classes"][b, :count].numpy(),
                                  outputs["detection_scores"][b, :count].numpy())

@@ -1,4 +1,4 @@
-"""Builders of COCO test inputs shared by the conversion tests."""
+"""Builders of COCO test inputs shared by the conversion and benchmark tests."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,12 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from tests.conftest import run_command
+
+
+def disc_mask(size: int, cy: float, cx: float, radius: float) -> np.ndarray:
+    """A filled circle in a size x size 0/1 mask (pixel centres at +0.5)."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2).astype(np.uint8)
 
 
 def uncompressed_rle(mask: np.ndarray) -> dict:

@@ -8,11 +8,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from benchmarks.mask_ceiling import model_mask_targets, perfect_detection_metrics
-
-
-def _disc(size: int, cy: float, cx: float, radius: float) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size] + 0.5
-    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2).astype(np.uint8)
+from tests.coco_helpers import disc_mask
 
 
 def _annotation_file(tmp_path: Path, masks_per_image: list[list[np.ndarray]]) -> Path:
@@ -44,10 +40,10 @@ def test_targets_are_the_mask_on_the_model_grid():
 
 
 def test_large_objects_lose_nothing_small_ones_lose_iou(tmp_path):
-    large = _annotation_file(tmp_path, [[_disc(128, 64, 64, 40)]])
+    large = _annotation_file(tmp_path, [[disc_mask(128, 64, 64, 40)]])
     assert perfect_detection_metrics(large)["mask_AP"] > 0.99
     # 1, 2 and 3 objects: images with fewer are padded to the same number of detections
-    small = [[_disc(128, 20 + 40 * i, 30 + 35 * j, 4.5 + i + j) for i in range(j + 1)]
+    small = [[disc_mask(128, 20 + 40 * i, 30 + 35 * j, 4.5 + i + j) for i in range(j + 1)]
              for j in range(3)]
     result = perfect_detection_metrics(_annotation_file(tmp_path, small))
     assert result["AP"] > 0.99  # the boxes are exact
@@ -57,7 +53,7 @@ def test_large_objects_lose_nothing_small_ones_lose_iou(tmp_path):
 def test_box_errors_lower_the_ceiling_and_the_command_prints_it(tmp_path, capsys):
     from benchmarks.mask_ceiling import main
 
-    discs = [[_disc(128, 24 + 40 * i, 24 + 40 * j, 10.0) for i in range(3)] for j in range(3)]
+    discs = [[disc_mask(128, 24 + 40 * i, 24 + 40 * j, 10.0) for i in range(3)] for j in range(3)]
     path = _annotation_file(tmp_path, discs)
     exact = perfect_detection_metrics(path)
     off = perfect_detection_metrics(path, box_noise_px=2.0)

@@ -5,15 +5,11 @@ import numpy as np
 
 from benchmarks.mask_ceiling import model_mask_targets
 from benchmarks.mask_gap import match_image, summarize
-
-
-def _disc(cy: float, cx: float, radius: float, size: int = 64) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size] + 0.5
-    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2).astype(np.uint8)
+from tests.coco_helpers import disc_mask
 
 
 def test_matches_by_class_and_score_and_compares_with_perfect_masks():
-    gt_masks = np.stack([_disc(16, 16, 10), _disc(44, 44, 12)])
+    gt_masks = np.stack([disc_mask(64, 16, 16, 10), disc_mask(64, 44, 44, 12)])
     gt_boxes = np.array([[6, 6, 26, 26], [32, 32, 56, 56]], np.float32)
     gt_classes = np.array([1, 2])
     perfect = model_mask_targets(gt_masks[:1].astype(np.float32), gt_boxes[:1])[0]
