@@ -13,7 +13,8 @@ and the cost of a training step next to Model Garden's own trainer.
    these 20-50 px objects IoU, and for the last checkpoint how its masks compare with
    perfect masks inside its own boxes (benchmarks/mask_gap.py).
 4. Times steps of `model_main_tf2.py` and of `python -m official.vision.train` on the same
-   model (our experiment config, dumped to YAML) and data, and prints the ratio.
+   model (our experiment config, dumped to YAML) and data, and prints the ratio
+   (`--step_comparison_only` runs this step alone).
 """
 from __future__ import annotations
 
@@ -106,6 +107,37 @@ def held_out_diagnosis(work: Path, records: Path, split: str, num_classes: int,
     return best, f"{checkpoint.name}: {summarize(gap)}"
 
 
+def convergence(work: Path, records: Path, args: argparse.Namespace) -> None:
+    """Trains for the budget, scores each checkpoint, prints the table and the diagnosis."""
+    budget = args.budget_minutes * 60
+    # The shipped config's own schedule, sized to about 15 minutes here.
+    config = overrides(records, "train", "heldout", None, args.config_override)
+    pipeline = shapes_pipeline(config)
+    num_steps = pipeline.train_config.num_steps
+    model_dir = work / "model"
+    written = train_for(budget, model_dir, config, args.checkpoint_every_n)
+    results = score_checkpoints(model_dir, config, sorted(written))
+    last = model_dir / f"ckpt-{max(written)}" if written else None
+    best, gap = held_out_diagnosis(work, records, "heldout",
+                                   pipeline.model.faster_rcnn.num_classes, last, config)
+    print(f"\n{args.train_images} training and {args.eval_images} held-out images of "
+          f"128x128; budget {args.budget_minutes:g} min; schedule {num_steps} steps")
+    print(f"{'minutes':>7} {'step':>6} {'mask mAP':>9} {'mask AP50':>9} {'box mAP':>8}")
+    for step in sorted(results):
+        m = results[step]
+        print(f"{written[step] / 60:7.1f} {step:6d} "
+              f"{m['DetectionMasks_Precision/mAP']:9.3f} "
+              f"{m['DetectionMasks_Precision/mAP@.50IOU']:9.3f} "
+              f"{m['DetectionBoxes_Precision/mAP']:8.3f}")
+    print(f"ceiling: perfect detections (exact boxes and classes, ground-truth masks on "
+          f"the model's 28x28 grid) score mask mAP {best:.3f} with this evaluator")
+    print(gap)
+    (work / "convergence.json").write_text(json.dumps(
+        {"ceiling_mask_mAP": best, "mask_gap": gap,
+         **{str(s): {"minutes": written[s] / 60, **results[s]} for s in results}},
+        indent=1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +149,8 @@ def main() -> int:
                         help="wall time per trainer when comparing step times")
     parser.add_argument("--work_dir", help="keep everything here (default: temporary)")
     parser.add_argument("--skip_step_comparison", action="store_true")
+    parser.add_argument("--step_comparison_only", action="store_true",
+                        help="only time our steps against Model Garden's (about 6 minutes)")
     parser.add_argument("--config_override", action="append", default=[],
                         help="extra overrides, e.g. a longer schedule")
     args = parser.parse_args()
@@ -124,33 +158,8 @@ def main() -> int:
         work = Path(args.work_dir or tmp)
         records = make_records(work, {"train": args.train_images,
                                       "heldout": args.eval_images}, seed=11)
-        budget = args.budget_minutes * 60
-        # The shipped config's own schedule, sized to about 15 minutes here.
-        config = overrides(records, "train", "heldout", None, args.config_override)
-        pipeline = shapes_pipeline(config)
-        num_steps = pipeline.train_config.num_steps
-        model_dir = work / "model"
-        written = train_for(budget, model_dir, config, args.checkpoint_every_n)
-        results = score_checkpoints(model_dir, config, sorted(written))
-        last = model_dir / f"ckpt-{max(written)}" if written else None
-        best, gap = held_out_diagnosis(work, records, "heldout",
-                                       pipeline.model.faster_rcnn.num_classes, last, config)
-        print(f"\n{args.train_images} training and {args.eval_images} held-out images of "
-              f"128x128; budget {args.budget_minutes:g} min; schedule {num_steps} steps")
-        print(f"{'minutes':>7} {'step':>6} {'mask mAP':>9} {'mask AP50':>9} {'box mAP':>8}")
-        for step in sorted(results):
-            m = results[step]
-            print(f"{written[step] / 60:7.1f} {step:6d} "
-                  f"{m['DetectionMasks_Precision/mAP']:9.3f} "
-                  f"{m['DetectionMasks_Precision/mAP@.50IOU']:9.3f} "
-                  f"{m['DetectionBoxes_Precision/mAP']:8.3f}")
-        print(f"ceiling: perfect detections (exact boxes and classes, ground-truth masks on "
-              f"the model's 28x28 grid) score mask mAP {best:.3f} with this evaluator")
-        print(gap)
-        (work / "convergence.json").write_text(json.dumps(
-            {"ceiling_mask_mAP": best, "mask_gap": gap,
-             **{str(s): {"minutes": written[s] / 60, **results[s]} for s in results}},
-            indent=1))
+        if not args.step_comparison_only:
+            convergence(work, records, args)
         if not args.skip_step_comparison:
             ours, theirs = compare_step_time(work, records, args.step_seconds)
             print(f"\nsteps/s, same model and data: this project {ours:.2f}, Model Garden's "
