@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.training_runs import (REPO_ROOT, SHAPES_CONFIG, make_records,  # noqa: E402
-                                      overrides, score_checkpoints, train_for)
+                                      overrides, score_checkpoints, scoring_dir,
+                                      train_for)
 
 STEPS_PER_SECOND = re.compile(r"train \| step:\s+(\d+) \| steps/sec:\s+([\d.]+)")
 
@@ -88,18 +89,13 @@ def shapes_pipeline(config_overrides: list[str]):
     return load_pipeline_config(SHAPES_CONFIG, config_overrides)
 
 
-def held_out_diagnosis(work: Path, records: Path, split: str, num_classes: int,
-                       checkpoint: Path | None, config: list[str]) -> tuple[float, str]:
-    """Mask mAP of perfect detections on the held-out split (mask_ceiling), and where the
-    checkpoint's masks lose IoU against them (mask_gap)."""
+def held_out_diagnosis(groundtruth: Path, checkpoint: Path | None, config: list[str]
+                       ) -> tuple[float, str]:
+    """Mask mAP of perfect detections on the held-out ground truth (mask_ceiling), and
+    where the checkpoint's masks lose IoU against them (mask_gap)."""
     from benchmarks.mask_ceiling import perfect_detection_metrics
     from benchmarks.mask_gap import checkpoint_mask_gap, summarize
-    from models.eval_annotations import write_coco_groundtruth
-    from records.label_map import read_label_map
 
-    groundtruth = write_coco_groundtruth(
-        work / f"{split}_groundtruth.json", [str(records / f"{split}-*.tfrecord")],
-        read_label_map(records / "label_map.pbtxt"), num_classes)
     best = perfect_detection_metrics(groundtruth)["mask_AP"]
     if checkpoint is None:
         return best, "no checkpoint within the budget"
@@ -118,8 +114,9 @@ def convergence(work: Path, records: Path, args: argparse.Namespace) -> None:
     written = train_for(budget, model_dir, config, args.checkpoint_every_n)
     results = score_checkpoints(model_dir, config, sorted(written))
     last = model_dir / f"ckpt-{max(written)}" if written else None
-    best, gap = held_out_diagnosis(work, records, "heldout",
-                                   pipeline.model.faster_rcnn.num_classes, last, config)
+    # the held-out ground truth that scoring wrote
+    groundtruth = scoring_dir(model_dir, config) / "coco_groundtruth.json"
+    best, gap = held_out_diagnosis(groundtruth, last, config)
     print(f"\n{args.train_images} training and {args.eval_images} held-out images of "
           f"128x128; budget {args.budget_minutes:g} min; schedule {num_steps} steps")
     print(f"{'minutes':>7} {'step':>6} {'mask mAP':>9} {'mask AP50':>9} {'box mAP':>8}")

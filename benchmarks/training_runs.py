@@ -70,6 +70,12 @@ def train_for(budget_s: float, model_dir: Path, config_overrides: list[str],
             if written - start <= budget_s}
 
 
+def scoring_dir(model_dir: Path, config_overrides: list[str]) -> Path:
+    """Where score_checkpoints keeps its evaluation files, the COCO ground truth
+    (coco_groundtruth.json) among them: one directory per set of overrides."""
+    return model_dir / f"scores_{abs(hash(tuple(config_overrides))) % 10 ** 8}"
+
+
 def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[int],
                       config: Path = SHAPES_CONFIG) -> dict[int, dict]:
     """COCO metrics of each checkpoint on the config's eval split, in this process."""
@@ -81,7 +87,7 @@ def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[
     from models.training import build_trainer
 
     built = load_and_build(config, config_overrides, checkpoint_every_n=1)
-    eval_dir = model_dir / f"scores_{abs(hash(tuple(config_overrides))) % 10 ** 8}"
+    eval_dir = scoring_dir(model_dir, config_overrides)
     eval_dir.mkdir(parents=True, exist_ok=True)
     built.task.annotation_file = str(prepare_groundtruth(built, eval_dir))
     placement = choose_placement()
