@@ -92,16 +92,18 @@ def test_model_fields_map_onto_model_garden():
         "second_stage_box_predictor { mask_rcnn_box_predictor { mask_height: 32 "
         "mask_width: 32 mask_prediction_num_conv_layers: 3 mask_prediction_conv_depth: 64 "
         "masks_are_class_agnostic: true box_head_num_convs: 1 box_head_conv_depth: 32 "
-        "box_head_num_fcs: 2 box_head_fc_dims: 128 } } "
+        "box_head_num_fcs: 2 box_head_fc_dims: 128 mask_prediction_use_separable_conv: true } } "
         "second_stage_post_processing { batch_non_max_suppression { score_threshold: 0.2 "
         "iou_threshold: 0.4 max_detections_per_class: 99 max_total_detections: 7 } } "
-        "feature_extractor { use_sync_batch_norm: true batch_norm_momentum: 0.9 }"))
+        "feature_extractor { use_sync_batch_norm: true batch_norm_momentum: 0.9 "
+        "depth_multiplier: 0.5 }"))
     assert model.num_classes == 5  # plus the background
     assert model.input_size == [256, 256, 3]  # 200 padded to a multiple of 2^7
     assert (model.min_level, model.max_level) == (3, 7)
     assert model.anchor.as_dict() == {"num_scales": 2, "aspect_ratios": [1.0, 2.0],
                                       "anchor_size": 4.0}
     assert model.backbone.resnet.model_id == 50
+    assert model.backbone.resnet.depth_multiplier == 0.5
     assert (model.decoder.fpn.num_filters, model.decoder.fpn.use_separable_conv) == (64, True)
     assert (model.rpn_head.num_filters, model.rpn_head.num_convs) == (96, 2)
     generator = model.roi_generator
@@ -115,6 +117,7 @@ def test_model_fields_map_onto_model_garden():
     assert model.mask_roi_aligner.crop_size == 16
     assert (model.mask_head.num_convs, model.mask_head.num_filters,
             model.mask_head.class_agnostic) == (3, 64, True)
+    assert model.mask_head.use_separable_conv
     assert (model.detection_head.num_convs, model.detection_head.num_filters,
             model.detection_head.num_fcs, model.detection_head.fc_dims) == (1, 32, 2, 128)
     detection = model.detection_generator
@@ -159,6 +162,7 @@ def test_boxes_only_and_resizers_and_losses():
      "mask_height"),
     ("first_stage_anchor_generator { multiscale_anchor_generator { min_level: 1 } }",
      "multiscale_anchor_generator"),
+    ("feature_extractor { depth_multiplier: 0 }", "depth_multiplier"),
 ])
 def test_invalid_model_settings_name_their_field(text, field):
     with pytest.raises(PipelineConfigError) as info:

@@ -61,6 +61,13 @@ def backbone_depth(extractor: faster_rcnn_pb2.FasterRcnnFeatureExtractor) -> int
     return int(match["depth"])
 
 
+def _depth_multiplier(extractor: faster_rcnn_pb2.FasterRcnnFeatureExtractor) -> float:
+    if extractor.depth_multiplier <= 0:
+        raise _error("feature_extractor.depth_multiplier",
+                     f"must be positive, got {extractor.depth_multiplier:g}")
+    return extractor.depth_multiplier
+
+
 def build_resize_spec(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> ResizeSpec:
     resizer = faster_rcnn.image_resizer
     kind = resizer.WhichOneof("image_resizer_oneof")
@@ -123,7 +130,8 @@ def build_model_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> mg.MaskRCNN:
         anchor=anchor,
         include_mask=include_mask,
         backbone=backbones.Backbone(
-            type="resnet", resnet=backbones.ResNet(model_id=backbone_depth(extractor))),
+            type="resnet", resnet=backbones.ResNet(model_id=backbone_depth(extractor),
+                                                   depth_multiplier=_depth_multiplier(extractor))),
         decoder=decoders.Decoder(type="fpn", fpn=decoders.FPN(
             num_filters=faster_rcnn.fpn.num_filters,
             use_separable_conv=faster_rcnn.fpn.use_separable_conv)),
@@ -156,6 +164,7 @@ def build_model_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> mg.MaskRCNN:
         mask_head=mg.MaskHead(
             num_convs=predictor.mask_prediction_num_conv_layers,
             num_filters=predictor.mask_prediction_conv_depth,
+            use_separable_conv=predictor.mask_prediction_use_separable_conv,
             class_agnostic=predictor.masks_are_class_agnostic) if include_mask else None,
         mask_sampler=mg.MaskSampler(
             num_sampled_masks=faster_rcnn.second_stage_num_sampled_masks
