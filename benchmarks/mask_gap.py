@@ -5,6 +5,9 @@ Each held-out object is matched to the best-overlapping detection of its class (
 mask, and of a perfect mask inside the predicted box (the ground truth resampled onto the
 model's 28x28 grid in that box, pasted back as the evaluator pastes). When the perfect mask
 scores far above the predicted one, the boxes are good enough and the mask head is the limit.
+Objects no detection matches are sorted by why: a confident detection of another class
+(wrong class), one of their class below the score threshold (low score), one of their class
+overlapping 0.3 to 0.5 (poor box), or none of these (not detected).
 """
 from __future__ import annotations
 
@@ -22,6 +25,16 @@ class Match:
     box_iou: float
     mask_iou: float
     perfect_mask_iou: float
+    area: int  # the object's visible pixels
+
+
+@dataclass
+class Miss:
+    reason: str  # one of MISS_REASONS
+    area: int
+
+
+MISS_REASONS = ("wrong class", "low score", "poor box", "not detected")
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,20 +55,26 @@ def _paste(masks: np.ndarray, boxes: np.ndarray, height: int, width: int) -> np.
 
 def match_image(gt_masks: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray,
                 boxes: np.ndarray, masks: np.ndarray, classes: np.ndarray, scores: np.ndarray,
-                min_box_iou: float = 0.5, min_score: float = 0.3) -> list[Match | None]:
+                min_box_iou: float = 0.5, min_score: float = 0.3) -> list[Match | Miss]:
     """One image: ground truth [K, H, W] masks, [K, 4] pixel boxes, [K] classes; detections
     [N, 4] pixel boxes, [N, M, M] box masks, [N] classes and scores. One entry per object,
-    None where no detection matches it."""
+    a Miss where no detection matches it."""
     height, width = gt_masks.shape[1:]
     used: set[int] = set()
-    found: list[Match | None] = []
+    found: list[Match | Miss] = []
     for gt_mask, gt_box, gt_class in zip(gt_masks, gt_boxes, gt_classes):
-        candidates = [(_box_iou(gt_box, boxes[k]), k) for k in range(len(boxes))
-                      if k not in used and classes[k] == gt_class and scores[k] >= min_score]
-        best_iou, best = max(candidates, default=(0.0, -1))
-        if best < 0 or best_iou <= min_box_iou:
-            found.append(None)
+        area = int(gt_mask.sum())
+        ious = np.array([_box_iou(gt_box, box) for box in boxes])
+        free = np.array([k not in used for k in range(len(boxes))], bool)
+        same_class = free & (classes == gt_class)
+        confident = scores >= min_score
+        candidates = np.where(same_class & confident & (ious > min_box_iou))[0]
+        if not len(candidates):
+            found.append(Miss(_miss_reason(ious, free, same_class, confident, min_box_iou),
+                              area))
             continue
+        best = int(candidates[np.argmax(ious[candidates])])
+        best_iou = float(ious[best])
         used.add(best)
         box = boxes[best:best + 1]
         perfect = model_mask_targets(gt_mask[None].astype(np.float32), gt_box[None], box,
@@ -63,25 +82,51 @@ def match_image(gt_masks: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarr
         pasted = _paste(np.concatenate([masks[best:best + 1], perfect]), np.repeat(box, 2, 0),
                         height, width)
         predicted_iou, perfect_iou = mask_iou_matrix(pasted, gt_mask[None])[:, 0]
-        found.append(Match(best_iou, float(predicted_iou), float(perfect_iou)))
+        found.append(Match(best_iou, float(predicted_iou), float(perfect_iou), area))
     return found
 
 
-def summarize(found: list[Match | None]) -> str:
-    matched = [m for m in found if m is not None]
+def _miss_reason(ious: np.ndarray, free: np.ndarray, same_class: np.ndarray,
+                 confident: np.ndarray, min_box_iou: float) -> str:
+    overlapping = ious > min_box_iou
+    if np.any(free & ~same_class & confident & overlapping):
+        return "wrong class"
+    if np.any(same_class & ~confident & overlapping):
+        return "low score"
+    if np.any(same_class & confident & (ious > 0.3)):
+        return "poor box"
+    return "not detected"
+
+
+def summarize(found: list[Match | Miss]) -> str:
+    matched = [m for m in found if isinstance(m, Match)]
+    missed = [m for m in found if isinstance(m, Miss)]
+    misses = _summarize_misses(missed, matched)
     if not matched:
-        return f"no detection matched any of {len(found)} objects"
+        return f"no detection matched any of {len(found)} objects; {misses}"
     box, mask, perfect = (np.array([getattr(m, f) for m in matched])
                           for f in ("box_iou", "mask_iou", "perfect_mask_iou"))
-    return (f"{len(matched)} of {len(found)} objects matched; median IoU of the boxes "
+    text = (f"{len(matched)} of {len(found)} objects matched; median IoU of the boxes "
             f"{np.median(box):.3f}, of the predicted masks {np.median(mask):.3f}, of perfect "
             f"masks in the predicted boxes {np.median(perfect):.3f}; IoU >= 0.85: "
             f"{np.mean(mask >= 0.85):.0%} of predicted masks, {np.mean(perfect >= 0.85):.0%} "
             f"of perfect ones")
+    return f"{text}; {misses}" if missed else text
+
+
+def _summarize_misses(missed: list[Miss], matched: list[Match]) -> str:
+    if not missed:
+        return "none missed"
+    counts = ", ".join(f"{n} {reason}" for reason in MISS_REASONS
+                       if (n := sum(m.reason == reason for m in missed)))
+    sizes = f"median {np.median([m.area for m in missed]):.0f} px"
+    if matched:
+        sizes += f" against {np.median([m.area for m in matched]):.0f} px matched"
+    return f"not matched: {counts} ({sizes})"
 
 
 def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
-                        groundtruth_file: str) -> list[Match | None]:
+                        groundtruth_file: str) -> list[Match | Miss]:
     """match_image over the config's eval split, with the model of `checkpoint`; ground truth
     from the COCO file the evaluation writes (its ids are the records' source ids)."""
     import json
@@ -97,7 +142,7 @@ def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
     tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
     coco = json.loads(Path(groundtruth_file).read_text(encoding="utf-8"))
     objects = annotations_by_image(coco)
-    found: list[Match | None] = []
+    found: list[Match | Miss] = []
     for images, labels in task.build_inputs(built.task.validation_data):
         outputs = model(images, anchor_boxes=labels["anchor_boxes"],
                         image_shape=labels["image_info"][:, 1, :], training=False)
