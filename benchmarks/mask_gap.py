@@ -131,15 +131,14 @@ def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
     from the COCO file the evaluation writes (its ids are the records' source ids)."""
     import json
 
-    import tensorflow as tf
-
     from models.builders.experiment_builder import load_and_build
+    from models.checkpoints import restore_weights
     from models.task import MaskRCNNTask
 
     built = load_and_build(config, config_overrides, checkpoint_every_n=1)
     task = MaskRCNNTask(built)
     model = task.build_model()
-    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
+    restore_weights(model, checkpoint, built.pipeline.train_config.optimizer.use_moving_average)
     coco = json.loads(Path(groundtruth_file).read_text(encoding="utf-8"))
     objects = annotations_by_image(coco)
     found: list[Match | Miss] = []

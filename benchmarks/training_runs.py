@@ -96,7 +96,8 @@ def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[
                                   global_step=trainer.global_step)
     results = {}
     for step in steps:
-        trainer.checkpoint.read(str(model_dir / f"ckpt-{step}")).expect_partial()
-        results[step] = keep_requested_metrics(controller.evaluate(steps=-1),
-                                               built.metrics_sets)
+        with placement.strategy.scope():  # as models/evaluation.py evaluates
+            trainer.checkpoint.read(str(model_dir / f"ckpt-{step}")).expect_partial()
+            results[step] = keep_requested_metrics(controller.evaluate(steps=-1),
+                                                   built.metrics_sets)
     return results

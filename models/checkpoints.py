@@ -4,7 +4,8 @@ Shared by fine-tuning (fine_tune_checkpoint), the exporter and inference, so tha
 accepts the same forms (a directory: its latest checkpoint; or a prefix such as
 model_dir/ckpt-1000) and reports a mismatch the same way: by the variables' object paths
 (`model/backbone/...`), not by TensorFlow's partial-restore warnings or a shape error deep
-inside Keras.
+inside Keras. It also restores a model with the weight averages that training kept
+(`use_moving_average`), so that export and diagnosis use the weights evaluation scored.
 """
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import tempfile
 from collections import deque
 
 import tensorflow as tf
+import tf_keras
+from official.modeling.optimization.ema_optimizer import ExponentialMovingAverage
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 MAX_LISTED = 8
+AVERAGE_SLOT = "/.OPTIMIZER_SLOT/optimizer/average/"  # Model Garden's EMA slot in checkpoint keys
 
 
 class CheckpointError(ValueError):
@@ -107,3 +111,31 @@ def mismatch_lines(checkpoint: str, root: str, obj: tf.Module,
     return (_listed("shapes differ", differ)
             + _listed("in the model but not in the checkpoint", missing)
             + _listed("in the checkpoint but not in the model", extra))
+
+
+def has_moving_averages(checkpoint: str) -> bool:
+    """Whether training kept weight averages (Model Garden's EMA optimizer) in `checkpoint`."""
+    return any(AVERAGE_SLOT in name for name, _ in tf.train.list_variables(checkpoint))
+
+
+def restore_weights(model: tf.Module, checkpoint: str, use_moving_averages: bool,
+                    root: str = "model") -> bool:
+    """Restores `model` (saved as `root`) from `checkpoint`; returns whether the trainable
+    weights are the averages training kept rather than the last step's.
+
+    With use_moving_averages (the config's optimizer.use_moving_average) and averages in
+    the checkpoint, each trainable weight gets its average, as evaluation swaps them in
+    (Model Garden's trainer). A checkpoint without them (one an export re-saved, already
+    averaged) restores as it is. Batch norm statistics are not averaged, in either case.
+    """
+    status = tf.train.Checkpoint(**{root: model}).read(checkpoint)
+    status.assert_existing_objects_matched().expect_partial()
+    if not (use_moving_averages and has_moving_averages(checkpoint)):
+        return False
+    # The averages are slots of the EMA optimizer keyed by the model's variables: a wrapper
+    # of the same kind, given slots for this model, restores them by the same keys.
+    averages = ExponentialMovingAverage(tf_keras.optimizers.legacy.SGD())
+    averages.shadow_copy(model)
+    tf.train.Checkpoint(**{root: model}, optimizer=averages).read(checkpoint).expect_partial()
+    averages.assign_average_vars(model.trainable_variables)
+    return True

@@ -83,10 +83,12 @@ def evaluate_continuously(built: BuiltPipeline, model_dir: str, checkpoint_dir: 
     results: dict[int, dict] = {}
     final_step = built.experiment.trainer.train_steps
     for checkpoint in new_checkpoints(checkpoint_dir, eval_timeout):
-        with placement.strategy.scope():  # optimizer slots are not needed to evaluate
+        # In the strategy's scope, as Model Garden's train.py runs: with
+        # use_moving_average the trainer swaps the averages in, which needs it.
+        with placement.strategy.scope():
             trainer.checkpoint.read(checkpoint).expect_partial()
-        step = int(trainer.global_step.numpy())
-        logs = keep_requested_metrics(controller.evaluate(steps=-1), built.metrics_sets)
+            step = int(trainer.global_step.numpy())
+            logs = keep_requested_metrics(controller.evaluate(steps=-1), built.metrics_sets)
         results[step] = logs
         history[str(step)] = logs
         write_json_atomic(metrics_path, history)

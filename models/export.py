@@ -27,7 +27,8 @@ from official.core import export_base
 from official.vision.modeling import factory
 
 from models.builders.experiment_builder import BuiltPipeline
-from models.checkpoints import CheckpointError, mismatch_lines, resolve_checkpoint
+from models.checkpoints import (CheckpointError, mismatch_lines, resolve_checkpoint,
+                                restore_weights)
 from models.export_signatures import INPUT_TYPES, ServingModule
 from pipelines.config_util import save_pipeline_config
 from records.label_map import read_label_map
@@ -112,7 +113,9 @@ def restore_model(built: BuiltPipeline, checkpoint_path: str | Path,
                   config_name: str = "the pipeline config") -> tuple[tf_keras.Model, str]:
     """Builds the config's model and restores it from a checkpoint (dir or prefix).
 
-    Returns the model and the checkpoint prefix used.
+    Returns the model and the checkpoint prefix used. A config with
+    optimizer.use_moving_average gets the weight averages the checkpoint holds, the weights
+    evaluation scored.
     """
     try:
         checkpoint = resolve_checkpoint(str(checkpoint_path), "--trained_checkpoint_dir")
@@ -120,8 +123,10 @@ def restore_model(built: BuiltPipeline, checkpoint_path: str | Path,
         raise ExportError(str(err)) from None
     model = build_model(built)
     check_checkpoint_matches(model, checkpoint, built, config_name)
-    status = tf.train.Checkpoint(**{MODEL_KEY: model}).read(checkpoint)
-    status.assert_existing_objects_matched().expect_partial()
+    if restore_weights(model, checkpoint, built.pipeline.train_config.optimizer
+                       .use_moving_average, MODEL_KEY):
+        print(f"using the moving averages of the weights kept in {checkpoint} "
+              "(optimizer.use_moving_average), as evaluation does", flush=True)
     return model, checkpoint
 
 

@@ -152,6 +152,53 @@ def test_staged_directory_is_all_or_nothing_and_never_replaces_foreign_files(tmp
     assert (foreign / "notes.txt").read_text() == "keep"
 
 
+def test_restore_weights_takes_the_averages_training_kept_when_the_config_asks(tmp_path):
+    """use_moving_average: export and diagnosis get the weights evaluation swaps in."""
+    import tensorflow as tf
+    import tf_keras
+    from official.modeling.optimization.ema_optimizer import ExponentialMovingAverage
+
+    from models.checkpoints import has_moving_averages, restore_weights
+
+    def small_model() -> tf_keras.Model:
+        model = tf_keras.Sequential([tf_keras.layers.Dense(3),
+                                     tf_keras.layers.BatchNormalization()])
+        model.build((None, 4))
+        return model
+
+    trained = small_model()
+    # as Model Garden's trainer wraps the configured optimizer and checkpoints it
+    optimizer = ExponentialMovingAverage(tf_keras.optimizers.legacy.Adam(0.1),
+                                         average_decay=0.5, dynamic_decay=False)
+    optimizer.shadow_copy(trained)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum((trained(tf.ones([2, 4]), training=True) - 5.0) ** 2)
+        weights = trained.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+    raw = [v.numpy() for v in trained.variables]
+    averages = [optimizer.get_slot(v, "average").numpy() for v in trained.trainable_variables]
+    with_averages = tf.train.Checkpoint(model=trained, optimizer=optimizer).write(
+        str(tmp_path / "trained/ckpt-3"))
+    without = tf.train.Checkpoint(model=trained).write(str(tmp_path / "exported/ckpt-0"))
+    assert has_moving_averages(with_averages) and not has_moving_averages(without)
+    assert not np.allclose(averages[0], raw[0])
+
+    averaged = small_model()
+    assert restore_weights(averaged, with_averages, use_moving_averages=True)
+    for variable, average in zip(averaged.trainable_variables, averages, strict=True):
+        np.testing.assert_allclose(variable.numpy(), average)
+    # batch norm statistics are the trained ones, as in evaluation
+    for variable, statistic in zip(averaged.non_trainable_variables,
+                                   trained.non_trainable_variables, strict=True):
+        np.testing.assert_allclose(variable.numpy(), statistic.numpy())
+    for checkpoint, use in ((with_averages, False), (without, True)):
+        last_step = small_model()
+        assert not restore_weights(last_step, checkpoint, use_moving_averages=use)
+        for variable, value in zip(last_step.variables, raw, strict=True):
+            np.testing.assert_allclose(variable.numpy(), value)
+
+
 # --- with a model trained for two steps ---------------------------------------------------
 
 @pytest.mark.slow
