@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_command
+from tests.conftest import REPO_ROOT
 from tests.training_helpers import make_tiny_records, model_main, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,8 @@ def _checkpoint_steps(model_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1].split(".")[0]) for p in model_dir.glob("ckpt-*.index"))
 
 
-def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(records, tmp_path):
+def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(records, tmp_path,
+                                                                          capsys):
     """With weight averages kept (use_moving_average), which evaluation and export use."""
     config = tiny_config(records, tmp_path / "pipeline.config", num_steps=4,
                          extra=("train_config { checkpoint_max_to_keep: 1 optimizer { "
@@ -84,33 +85,28 @@ def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(recor
     images = _eval_images(model_dir / "eval")
     assert set(images) == {f"eval_side_by_side_{i}" for i in range(3)}, images
     assert all(size == (256, 2 * 256 + 4) for size in images.values()), images
-    _assert_export_takes_the_averages(config, model_dir / "ckpt-4", tmp_path / "exported")
+    _assert_export_takes_the_averages(config, model_dir / "ckpt-4", tmp_path)
+    assert "using the moving averages of the weights" in capsys.readouterr().out
 
 
-def _assert_export_takes_the_averages(config: Path, checkpoint: Path, exported: Path) -> None:
-    """The exported weights are the ones Model Garden's trainer swaps in to evaluate."""
+def _assert_export_takes_the_averages(config: Path, checkpoint: Path, scratch: Path) -> None:
+    """The exporter's weights are the ones Model Garden's trainer swaps in to evaluate."""
     import numpy as np
-    import tensorflow as tf
 
     from models.builders.experiment_builder import load_and_build
-    from models.export import build_model
+    from models.export import restore_model
     from models.strategy import choose_placement
     from models.training import build_trainer
 
-    result = run_command("exporter_main_v2.py", f"--pipeline_config_path={config}",
-                         f"--trained_checkpoint_dir={checkpoint}",
-                         f"--output_directory={exported}", check=True)
-    assert "using the moving averages of the weights" in result.stdout
     built = load_and_build(config, [])
     placement = choose_placement()
-    trainer = build_trainer(built, str(exported.parent), placement, train=True, evaluate=False)
+    trainer = build_trainer(built, str(scratch), placement, train=True, evaluate=False)
     with placement.strategy.scope():
         trainer.checkpoint.read(str(checkpoint)).expect_partial()
         last_step = [v.numpy() for v in trainer.model.trainable_variables]
         trainer.optimizer.swap_weights()
         averages = [v.numpy() for v in trainer.model.trainable_variables]
-    model = build_model(built)
-    tf.train.Checkpoint(model=model).read(str(exported / "checkpoint/ckpt-0")).expect_partial()
+    model, _ = restore_model(built, checkpoint)  # what exporter_main_v2.py exports
     assert len(model.trainable_variables) == len(averages)
     for variable, average in zip(model.trainable_variables, averages):
         np.testing.assert_allclose(variable.numpy(), average, rtol=1e-6, atol=1e-7)
