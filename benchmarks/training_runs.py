@@ -82,7 +82,7 @@ def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[
     import orbit  # TensorFlow only from here on
 
     from models.builders.experiment_builder import load_and_build
-    from models.evaluation import keep_requested_metrics, prepare_groundtruth
+    from models.evaluation import evaluate_checkpoint, prepare_groundtruth
     from models.strategy import choose_placement
     from models.training import build_trainer
 
@@ -96,8 +96,7 @@ def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[
                                   global_step=trainer.global_step)
     results = {}
     for step in steps:
-        with placement.strategy.scope():  # as models/evaluation.py evaluates
-            trainer.checkpoint.read(str(model_dir / f"ckpt-{step}")).expect_partial()
-            results[step] = keep_requested_metrics(controller.evaluate(steps=-1),
-                                                   built.metrics_sets)
+        _, results[step] = evaluate_checkpoint(trainer, controller, placement,
+                                               str(model_dir / f"ckpt-{step}"),
+                                               built.metrics_sets)
     return results

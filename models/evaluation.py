@@ -67,6 +67,19 @@ def prepare_groundtruth(built: BuiltPipeline, eval_dir: Path) -> Path:
                                   built.task.model.include_mask)
 
 
+def evaluate_checkpoint(trainer, controller: orbit.Controller, placement: Placement,
+                        checkpoint: str, metrics_sets: tuple[str, ...]) -> tuple[int, dict]:
+    """Restores `checkpoint` into the evaluation trainer; returns its step and metrics.
+
+    In the strategy's scope, as Model Garden's train.py runs: with use_moving_average the
+    trainer swaps the averages in, which needs it.
+    """
+    with placement.strategy.scope():
+        trainer.checkpoint.read(checkpoint).expect_partial()
+        step = int(trainer.global_step.numpy())
+        return step, keep_requested_metrics(controller.evaluate(steps=-1), metrics_sets)
+
+
 def evaluate_continuously(built: BuiltPipeline, model_dir: str, checkpoint_dir: str,
                           placement: Placement, eval_timeout: float = 3600) -> dict:
     """Evaluates checkpoints as they appear; returns {step: metrics} of this run."""
@@ -83,12 +96,8 @@ def evaluate_continuously(built: BuiltPipeline, model_dir: str, checkpoint_dir: 
     results: dict[int, dict] = {}
     final_step = built.experiment.trainer.train_steps
     for checkpoint in new_checkpoints(checkpoint_dir, eval_timeout):
-        # In the strategy's scope, as Model Garden's train.py runs: with
-        # use_moving_average the trainer swaps the averages in, which needs it.
-        with placement.strategy.scope():
-            trainer.checkpoint.read(checkpoint).expect_partial()
-            step = int(trainer.global_step.numpy())
-            logs = keep_requested_metrics(controller.evaluate(steps=-1), built.metrics_sets)
+        step, logs = evaluate_checkpoint(trainer, controller, placement, checkpoint,
+                                         built.metrics_sets)
         results[step] = logs
         history[str(step)] = logs
         write_json_atomic(metrics_path, history)
