@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
+# Test processes: one per core, at most 4 (each trains TensorFlow models); 0 runs them in
+# this process. A file's tests stay in one process, so its module fixtures are built once.
+PYTEST_WORKERS ?= auto
 
 .PHONY: demo test protos venv clean
 
@@ -25,7 +28,7 @@ protos: $(STAMP)
 	$(PY) -m buildtools.protos
 
 test: protos
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --numprocesses $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 DEMO_STEPS ?= 1000
 DEMO_RECORDS := $(DEMO_DIR)/records

@@ -2,10 +2,13 @@
 ../shared/realdata (REALDATA_DIR), which tests skip cleanly when absent."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -32,6 +35,25 @@ def shapes_dir(tmp_path_factory) -> Path:
     write_split(root, "train", 24, seed=0)
     write_split(root, "val", 6, seed=0)
     return root
+
+
+def run_shared_dir(tmp_path_factory) -> Path:
+    """A directory every test process of this run shares: under pytest-xdist each worker has
+    its own base temporary directory, and they sit side by side in one parent."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on `lock_path`, so that one test process builds a shared
+    fixture while the others wait for it, then reuse it."""
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_command(*args: str, cwd: Path = REPO_ROOT, check: bool = False,

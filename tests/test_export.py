@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_command
+from tests.conftest import exclusive, run_command, run_shared_dir
 from tests.training_helpers import make_tiny_records, model_main, tiny_config
 
 NUM_CLASSES = 4  # the shapes config
@@ -37,8 +37,14 @@ class TinyExport:
 
 
 def tiny_export(tmp_path_factory) -> TinyExport:
-    """Trains two steps and exports once per test session (test_infer.py reuses it)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_export"
+    """Trains two steps and exports once per test run, whatever the number of test processes
+    (test_infer.py and test_ensemble.py reuse it)."""
+    shared = run_shared_dir(tmp_path_factory)
+    with exclusive(shared / "tiny_export.lock"):
+        return _build_tiny_export(shared / "tiny_export")
+
+
+def _build_tiny_export(root: Path) -> TinyExport:
     found = TinyExport(root, root / "records", root / "pipeline.config", root / "model",
                        root / "exported")
     if (root / "done").exists():
