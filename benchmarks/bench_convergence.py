@@ -89,6 +89,12 @@ def shapes_pipeline(config_overrides: list[str]):
     return load_pipeline_config(SHAPES_CONFIG, config_overrides)
 
 
+def mask_size(config_overrides: list[str]) -> int:
+    """The side of the masks the model predicts (mask_height; 28 as shipped)."""
+    faster_rcnn = shapes_pipeline(config_overrides).model.faster_rcnn
+    return faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor.mask_height
+
+
 def held_out_diagnosis(groundtruth: Path, checkpoint: Path | None, config: list[str]
                        ) -> tuple[float, str]:
     """Mask mAP of perfect detections on the held-out ground truth (mask_ceiling), and
@@ -96,7 +102,7 @@ def held_out_diagnosis(groundtruth: Path, checkpoint: Path | None, config: list[
     from benchmarks.mask_ceiling import perfect_detection_metrics
     from benchmarks.mask_gap import checkpoint_mask_gap, summarize
 
-    best = perfect_detection_metrics(groundtruth)["mask_AP"]
+    best = perfect_detection_metrics(groundtruth, mask_size(config))["mask_AP"]
     if checkpoint is None:
         return best, "no checkpoint within the budget"
     gap = checkpoint_mask_gap(str(checkpoint), SHAPES_CONFIG, config, str(groundtruth))
@@ -126,8 +132,9 @@ def convergence(work: Path, records: Path, args: argparse.Namespace) -> None:
               f"{m['DetectionMasks_Precision/mAP']:9.3f} "
               f"{m['DetectionMasks_Precision/mAP@.50IOU']:9.3f} "
               f"{m['DetectionBoxes_Precision/mAP']:8.3f}")
+    side = mask_size(config)
     print(f"ceiling: perfect detections (exact boxes and classes, ground-truth masks on "
-          f"the model's 28x28 grid) score mask mAP {best:.3f} with this evaluator")
+          f"the model's {side}x{side} grid) score mask mAP {best:.3f} with this evaluator")
     print(gap)
     (work / "convergence.json").write_text(json.dumps(
         {"ceiling_mask_mAP": best, "mask_gap": gap,
