@@ -89,20 +89,14 @@ def shapes_pipeline(config_overrides: list[str]):
     return load_pipeline_config(SHAPES_CONFIG, config_overrides)
 
 
-def mask_size(config_overrides: list[str]) -> int:
-    """The side of the masks the model predicts (mask_height; 28 as shipped)."""
-    faster_rcnn = shapes_pipeline(config_overrides).model.faster_rcnn
-    return faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor.mask_height
-
-
-def held_out_diagnosis(groundtruth: Path, checkpoint: Path | None, config: list[str]
-                       ) -> tuple[float, str]:
+def held_out_diagnosis(groundtruth: Path, checkpoint: Path | None, config: list[str],
+                       mask_size: int) -> tuple[float, str]:
     """Mask mAP of perfect detections on the held-out ground truth (mask_ceiling), and
     where the checkpoint's masks lose IoU against them (mask_gap)."""
     from benchmarks.mask_ceiling import perfect_detection_metrics
     from benchmarks.mask_gap import checkpoint_mask_gap, summarize
 
-    best = perfect_detection_metrics(groundtruth, mask_size(config))["mask_AP"]
+    best = perfect_detection_metrics(groundtruth, mask_size)["mask_AP"]
     if checkpoint is None:
         return best, "no checkpoint within the budget"
     gap = checkpoint_mask_gap(str(checkpoint), SHAPES_CONFIG, config, str(groundtruth))
@@ -116,13 +110,15 @@ def convergence(work: Path, records: Path, args: argparse.Namespace) -> None:
     config = overrides(records, "train", "heldout", None, args.config_override)
     pipeline = shapes_pipeline(config)
     num_steps = pipeline.train_config.num_steps
+    predictor = pipeline.model.faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor
+    side = predictor.mask_height  # of the masks the model predicts (28 as shipped)
     model_dir = work / "model"
     written = train_for(budget, model_dir, config, args.checkpoint_every_n)
     results = score_checkpoints(model_dir, config, sorted(written))
     last = model_dir / f"ckpt-{max(written)}" if written else None
     # the held-out ground truth that scoring wrote
     groundtruth = scoring_dir(model_dir, config) / "coco_groundtruth.json"
-    best, gap = held_out_diagnosis(groundtruth, last, config)
+    best, gap = held_out_diagnosis(groundtruth, last, config, side)
     print(f"\n{args.train_images} training and {args.eval_images} held-out images of "
           f"128x128; budget {args.budget_minutes:g} min; schedule {num_steps} steps")
     print(f"{'minutes':>7} {'step':>6} {'mask mAP':>9} {'mask AP50':>9} {'box mAP':>8}")
@@ -132,7 +128,6 @@ def convergence(work: Path, records: Path, args: argparse.Namespace) -> None:
               f"{m['DetectionMasks_Precision/mAP']:9.3f} "
               f"{m['DetectionMasks_Precision/mAP@.50IOU']:9.3f} "
               f"{m['DetectionBoxes_Precision/mAP']:8.3f}")
-    side = mask_size(config)
     print(f"ceiling: perfect detections (exact boxes and classes, ground-truth masks on "
           f"the model's {side}x{side} grid) score mask mAP {best:.3f} with this evaluator")
     print(gap)
