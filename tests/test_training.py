@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from models.strategy import cpu_supports_bfloat16
 from tests.conftest import REPO_ROOT
 from tests.training_helpers import make_tiny_records, model_main, tiny_config
 
@@ -142,6 +143,23 @@ def test_two_replica_mirrored_strategy_on_two_logical_cpus(records, tmp_path):
                         "--cpu_replicas=2", "--checkpoint_every_n=2")
     assert "strategy: cpu with 2 replica(s)" in result.stdout
     assert _checkpoint_steps(model_dir) == [2]
+
+
+@pytest.mark.skipif(not cpu_supports_bfloat16(), reason="this CPU has no bfloat16 instructions")
+def test_bfloat16_training_on_a_cpu_keeps_float32_weights(records, tmp_path):
+    """use_bfloat16 computes in bfloat16 where the CPU can; the checkpoint still holds the
+    float32 weights that evaluation, export and fine-tuning read."""
+    import tensorflow as tf
+
+    config = tiny_config(records, tmp_path / "pipeline.config", num_steps=2,
+                         extra=("train_config { use_bfloat16: true }",))
+    model_dir = tmp_path / "model"
+    result = model_main(f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
+                        "--checkpoint_every_n=2")
+    assert "strategy: cpu with 1 replica(s), bfloat16" in result.stdout
+    dtypes = tf.train.load_checkpoint(str(model_dir / "ckpt-2")).get_variable_to_dtype_map()
+    kernels = {name: dtype for name, dtype in dtypes.items() if "kernel/.ATTRIBUTES" in name}
+    assert kernels and set(kernels.values()) == {tf.float32}
 
 
 def test_a_non_finite_loss_stops_training_with_the_step_and_the_loss(records, tmp_path):
