@@ -12,6 +12,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHAPES_CONFIG = REPO_ROOT / "pipelines/shapes_resnet18_fpn.config"
 
 
+def cpu_times(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(stolen, total) CPU time of all cores so far, in clock ticks, or None off Linux.
+    Stolen time is what the hypervisor gave other machines: on a shared host it slows a
+    wall-clock benchmark by as much, so the benchmark reports it next to its figures."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    ticks = [int(f) for f in fields[1:9]]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def stolen_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None
+                    ) -> float | None:
+    """Share of the CPU time between two cpu_times() readings that the host took."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def make_records(work: Path, splits: dict[str, int], seed: int) -> Path:
     """Synthetic shapes (128x128) converted to records in work/records; reused if present."""
     python = sys.executable

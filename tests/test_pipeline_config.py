@@ -74,7 +74,7 @@ def test_overrides_replace_scalars_and_repeated_fields_and_switch_oneofs():
     assert list(config.train_input_reader.tf_record_input_reader.input_path) == ["a", "b"]
     assert config.train_config.batch_size == 8
     assert config.train_config.optimizer.WhichOneof("optimizer") == "adam_optimizer"
-    assert config.train_config.num_steps == 2500  # untouched fields stay
+    assert config.train_config.num_steps == 3500  # untouched fields stay
     with pytest.raises(PipelineConfigError, match="--config_override #1"):
         apply_overrides(config, ["train_config { nope: 1 }"])
 
@@ -238,7 +238,7 @@ def test_experiment_maps_inputs_trainer_and_eval(tmp_path):
     assert task.train_data.global_batch_size == 2 and task.train_data.is_training
     assert task.validation_data.global_batch_size == 2 and not task.validation_data.is_training
     trainer = built.experiment.trainer
-    assert (trainer.train_steps, trainer.checkpoint_interval, trainer.max_to_keep) == (2500,
+    assert (trainer.train_steps, trainer.checkpoint_interval, trainer.max_to_keep) == (3500,
                                                                                        50, 7)
     assert trainer.steps_per_loop == 50 and trainer.summary_interval == 50
     assert math.isclose(task.losses.l2_weight_decay, 1e-4, rel_tol=1e-6)
