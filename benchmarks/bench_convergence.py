@@ -61,21 +61,22 @@ def compare_step_time(work: Path, records: Path, seconds: float) -> tuple[float,
     import yaml
 
     from models.builders.experiment_builder import load_and_build
-    from models.strategy import cpu_supports_bfloat16
+    from models.strategy import choose_placement
+    from models.training import set_experiment_precision
 
     # The same loop for both: 100-step loops, a checkpoint every 1000 steps (none is written
     # in the timed window, so the comparison is of steps, not of checkpoint writes).
     loop = ["--checkpoint_every_n=1000"]
     config = overrides(records, "train", "heldout", 100000)
     built = load_and_build(SHAPES_CONFIG, config, checkpoint_every_n=1000)
+    # The precision model_main_tf2.py chooses here (bfloat16 where the config asks and the
+    # CPU has the instructions), for Model Garden's trainer too.
+    train_config = built.pipeline.train_config
+    placement = choose_placement(use_bfloat16=train_config.use_bfloat16,
+                                 use_mixed_precision=train_config.use_mixed_precision)
+    set_experiment_precision(built, placement.precision)
     experiment = built.experiment.as_dict()
     experiment["runtime"]["distribution_strategy"] = "one_device"
-    # The precision model_main_tf2.py trains in here (bfloat16 where the config asks and
-    # the CPU has the instructions), for Model Garden's trainer too.
-    precision = ("bfloat16" if built.pipeline.train_config.use_bfloat16
-                 and cpu_supports_bfloat16() else "float32")
-    experiment["runtime"]["mixed_precision_dtype"] = precision
-    experiment["task"]["train_data"]["dtype"] = precision
     assert experiment["trainer"]["steps_per_loop"] == 100, "loops differ: not comparable"
     experiment["trainer"]["checkpoint_interval"] = 1000
     yaml_path = work / "model_garden_experiment.yaml"

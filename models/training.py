@@ -27,11 +27,16 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a loss became NaN); the message says where and why."""
 
 
-def apply_precision(built: BuiltPipeline, precision: str) -> None:
-    """Mixed precision policy and input dtype for the placement's precision."""
+def set_experiment_precision(built: BuiltPipeline, precision: str) -> None:
+    """The experiment config's precision and input dtypes (what Model Garden reads)."""
     built.experiment.runtime.mixed_precision_dtype = precision
     built.task.train_data.dtype = precision
     built.task.validation_data.dtype = precision
+
+
+def apply_precision(built: BuiltPipeline, precision: str) -> None:
+    """Mixed precision policy and input dtype for the placement's precision."""
+    set_experiment_precision(built, precision)
     performance.set_mixed_precision_policy(precision)
 
 
