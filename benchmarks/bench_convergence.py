@@ -13,13 +13,16 @@ and the cost of a training step next to Model Garden's own trainer.
    these 20-50 px objects IoU, and for the last checkpoint how its masks compare with
    perfect masks inside its own boxes (benchmarks/mask_gap.py).
 4. Times steps of `model_main_tf2.py` and of `python -m official.vision.train` on the same
-   model (our experiment config, dumped to YAML) and data, and prints the ratio
+   model (our experiment config, dumped to YAML) and data, and prints the ratios of their
+   steps/s and of the CPU time each spends a step, which the host's stealing of CPU time
+   (it drifts from minute to minute on a shared host) does not move
    (`--step_comparison_only` runs this step alone).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -31,33 +34,42 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.training_runs import (REPO_ROOT, SHAPES_CONFIG, cpu_times,  # noqa: E402
-                                      make_records, overrides, score_checkpoints,
-                                      scoring_dir, stolen_fraction, train_for)
+                                      make_records, overrides, process_cpu_seconds,
+                                      score_checkpoints, scoring_dir, stolen_fraction,
+                                      train_for)
 
 STEPS_PER_SECOND = re.compile(r"train \| step:\s+(\d+) \| steps/sec:\s+([\d.]+)")
 
 
-def step_rate(command: list[str], seconds: float) -> float:
-    """Steps/s of the last Orbit report before `seconds` (tracing excluded)."""
+def step_rate(command: list[str], seconds: float) -> tuple[float, float | None]:
+    """Steps/s of the last Orbit report before `seconds` (tracing excluded), and the CPU
+    seconds a step took between the last two reports (None without /proc): CPU time does
+    not count what the host steals, so it compares trainers timed at different moments."""
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    rates: list[float] = []
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # reports on time
+    reports: list[tuple[int, float, float | None]] = []  # step, steps/s, CPU s so far
     start = time.time()
     assert process.stdout is not None
     for line in process.stdout:
         match = STEPS_PER_SECOND.search(line)
         if match and int(match.group(1)) > 0:
-            rates.append(float(match.group(2)))
-        if time.time() - start > seconds and len(rates) >= 2:
+            reports.append((int(match.group(1)), float(match.group(2)),
+                            process_cpu_seconds(process.pid)))
+        if time.time() - start > seconds and len(reports) >= 2:
             break
     process.send_signal(signal.SIGKILL)
     process.wait()
-    if len(rates) < 2:
+    if len(reports) < 2:
         raise RuntimeError(f"no steady step rate from {' '.join(command[:3])} ...")
-    return rates[-1]  # the first report includes tracing
+    (step_before, _, cpu_before), (step, rate, cpu) = reports[-2:]  # the first has tracing
+    if cpu is None or cpu_before is None:
+        return rate, None
+    return rate, (cpu - cpu_before) / (step - step_before)
 
 
-def compare_step_time(work: Path, records: Path, seconds: float) -> tuple[float, float]:
+def compare_step_time(work: Path, records: Path, seconds: float
+                      ) -> dict[str, tuple[float, float | None]]:
     import yaml
 
     from models.builders.experiment_builder import load_and_build
@@ -90,14 +102,15 @@ def compare_step_time(work: Path, records: Path, seconds: float) -> tuple[float,
                    "--mode=train", f"--model_dir={work / 'steps_model_garden'}"]}
     # One after the other: the CPU time a shared host's other machines take (steal) can
     # drift between the two windows, so each prints its share.
-    rates = {}
+    timings = {}
     for name in ("ours", "theirs"):
         before = cpu_times()
-        rates[name] = step_rate(commands[name], seconds)
+        rate, cpu_per_step = timings[name] = step_rate(commands[name], seconds)
         stolen = stolen_fraction(before, cpu_times())
-        print(f"{name:>6}: {rates[name]:.2f} steps/s" +
+        print(f"{name:>6}: {rate:.2f} steps/s" +
+              (f", {cpu_per_step * 1000:.0f} ms of CPU a step" if cpu_per_step else "") +
               (f" (steal {stolen:.0%})" if stolen is not None else ""), flush=True)
-    return rates["ours"], rates["theirs"]
+    return timings
 
 
 def shapes_pipeline(config_overrides: list[str]):
@@ -182,9 +195,14 @@ def main() -> int:
         if not args.step_comparison_only:
             convergence(work, records, args)
         if not args.skip_step_comparison:
-            ours, theirs = compare_step_time(work, records, args.step_seconds)
+            timings = compare_step_time(work, records, args.step_seconds)
+            (ours, ours_cpu), (theirs, theirs_cpu) = timings["ours"], timings["theirs"]
             print(f"\nsteps/s, same model and data: this project {ours:.2f}, Model Garden's "
                   f"official.vision.train {theirs:.2f}; ratio {ours / theirs:.2f}")
+            if ours_cpu and theirs_cpu:
+                print(f"CPU time a step (not counting what the host steals): this project "
+                      f"{ours_cpu * 1000:.0f} ms, Model Garden's {theirs_cpu * 1000:.0f} ms; "
+                      f"ratio {theirs_cpu / ours_cpu:.2f} (above 1: ours is cheaper)")
     return 0
 
 

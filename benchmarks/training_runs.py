@@ -2,6 +2,7 @@
 scores of saved checkpoints. Training runs in a subprocess, as a user would run it."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,21 @@ def stolen_fraction(before: tuple[int, int] | None, after: tuple[int, int] | Non
     if before is None or after is None or after[1] <= before[1]:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def process_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far, or None off Linux.
+    Unlike wall time it does not count what the host steals, so two trainers timed at
+    different moments on a shared host still compare."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces; utime and stime are fields 14, 15
+    fields = stat[stat.rfind(")") + 2:].split()
+    if len(fields) < 13:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_records(work: Path, splits: dict[str, int], seed: int) -> Path:

@@ -1,10 +1,13 @@
 """The benchmarks' reading of CPU time stolen by the host (/proc/stat), which they print
-next to wall-clock figures."""
+next to wall-clock figures, and of a trainer's own CPU time (/proc/PID/stat), which they
+compare trainers by."""
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
-from benchmarks.training_runs import cpu_times, stolen_fraction
+from benchmarks.training_runs import cpu_times, process_cpu_seconds, stolen_fraction
 
 
 def _stat(tmp_path: Path, name: str, cpu_line: str) -> Path:
@@ -29,3 +32,32 @@ def test_unreadable_or_foreign_stat_gives_no_figure(tmp_path):
     assert cpu_times(_stat(tmp_path, "odd", "intr 1 2 3")) is None
     assert stolen_fraction(None, (1, 2)) is None
     assert stolen_fraction((5, 100), (5, 100)) is None  # no time passed
+
+
+def _proc_stat(tmp_path: Path, pid: int, line: str) -> Path:
+    (tmp_path / str(pid)).mkdir()
+    (tmp_path / str(pid) / "stat").write_text(line)
+    return tmp_path
+
+
+def test_process_cpu_time_is_user_plus_system_of_the_process(tmp_path):
+    ticks = os.sysconf("SC_CLK_TCK")
+    # A command name with spaces and parentheses must not shift the fields.
+    proc = _proc_stat(tmp_path, 42, f"42 (python (main) x) R 1 42 42 0 -1 4194560 100 0 0 0 "
+                                    f"{3 * ticks} {ticks} 7 9 20 0 5 0 100 1000 200\n")
+    assert process_cpu_seconds(42, proc) == 4.0  # children's times (7, 9) are not its own
+
+
+def test_process_cpu_time_of_a_gone_process_is_none(tmp_path):
+    assert process_cpu_seconds(7, tmp_path) is None
+    assert process_cpu_seconds(8, _proc_stat(tmp_path, 8, "8 (x) Z 1")) is None
+
+
+def test_process_cpu_time_of_this_process_grows_with_work():
+    before = process_cpu_seconds(os.getpid())
+    if before is None:
+        return  # no /proc here
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert process_cpu_seconds(os.getpid()) >= before + 0.2
