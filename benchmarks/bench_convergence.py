@@ -43,8 +43,8 @@ STEPS_PER_SECOND = re.compile(r"train \| step:\s+(\d+) \| steps/sec:\s+([\d.]+)"
 
 def step_rate(command: list[str], seconds: float) -> tuple[float, float | None]:
     """Steps/s of the last Orbit report before `seconds` (tracing excluded), and the CPU
-    seconds a step took between the last two reports (None without /proc): CPU time does
-    not count what the host steals, so it compares trainers timed at different moments."""
+    seconds a step took between the last two reports (None if the trainer had exited): CPU
+    time does not count what the host steals, so it compares trainers timed apart."""
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # reports on time

@@ -2,7 +2,6 @@
 scores of saved checkpoints. Training runs in a subprocess, as a user would run it."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -36,19 +35,17 @@ def stolen_fraction(before: tuple[int, int] | None, after: tuple[int, int] | Non
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
-def process_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float | None:
-    """CPU time (user + system, all threads) a process has used so far, or None off Linux.
-    Unlike wall time it does not count what the host steals, so two trainers timed at
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None once it is
+    gone. Unlike wall time it does not count what the host steals, so two trainers timed at
     different moments on a shared host still compare."""
+    import psutil  # as bench_create_tfrecords measures its processes
+
     try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    # "pid (comm) state ppid ...": comm may hold spaces; utime and stime are fields 14, 15
-    fields = stat[stat.rfind(")") + 2:].split()
-    if len(fields) < 13:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 def make_records(work: Path, splits: dict[str, int], seed: int) -> Path:

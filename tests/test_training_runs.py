@@ -1,9 +1,11 @@
 """The benchmarks' reading of CPU time stolen by the host (/proc/stat), which they print
-next to wall-clock figures, and of a trainer's own CPU time (/proc/PID/stat), which they
-compare trainers by."""
+next to wall-clock figures, and of a trainer's own CPU time, which they compare trainers
+by."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,30 +36,15 @@ def test_unreadable_or_foreign_stat_gives_no_figure(tmp_path):
     assert stolen_fraction((5, 100), (5, 100)) is None  # no time passed
 
 
-def _proc_stat(tmp_path: Path, pid: int, line: str) -> Path:
-    (tmp_path / str(pid)).mkdir()
-    (tmp_path / str(pid) / "stat").write_text(line)
-    return tmp_path
-
-
-def test_process_cpu_time_is_user_plus_system_of_the_process(tmp_path):
-    ticks = os.sysconf("SC_CLK_TCK")
-    # A command name with spaces and parentheses must not shift the fields.
-    proc = _proc_stat(tmp_path, 42, f"42 (python (main) x) R 1 42 42 0 -1 4194560 100 0 0 0 "
-                                    f"{3 * ticks} {ticks} 7 9 20 0 5 0 100 1000 200\n")
-    assert process_cpu_seconds(42, proc) == 4.0  # children's times (7, 9) are not its own
-
-
-def test_process_cpu_time_of_a_gone_process_is_none(tmp_path):
-    assert process_cpu_seconds(7, tmp_path) is None
-    assert process_cpu_seconds(8, _proc_stat(tmp_path, 8, "8 (x) Z 1")) is None
-
-
-def test_process_cpu_time_of_this_process_grows_with_work():
+def test_process_cpu_time_grows_with_the_work_of_that_process():
     before = process_cpu_seconds(os.getpid())
-    if before is None:
-        return  # no /proc here
     deadline = time.process_time() + 0.3
     while time.process_time() < deadline:
         pass
     assert process_cpu_seconds(os.getpid()) >= before + 0.2
+
+
+def test_process_cpu_time_of_a_gone_process_is_none():
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # reaped: its pid names no process now
+    assert process_cpu_seconds(finished.pid) is None
