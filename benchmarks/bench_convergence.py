@@ -53,7 +53,8 @@ def step_rate(command: list[str], seconds: float) -> tuple[float, float | None]:
     assert process.stdout is not None
     for line in process.stdout:
         match = STEPS_PER_SECOND.search(line)
-        if match and int(match.group(1)) > 0:
+        # Orbit prints each report and logs it too (absl, to the same pipe): keep the first.
+        if match and int(match.group(1)) > (reports[-1][0] if reports else 0):
             reports.append((int(match.group(1)), float(match.group(2)),
                             process_cpu_seconds(process.pid)))
         if time.time() - start > seconds and len(reports) >= 2:
