@@ -15,19 +15,28 @@ PYTEST_ARGS ?=
 # this process. A file's tests stay in one process, so its module fixtures are built once.
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo test protos venv clean
+.PHONY: demo test lint protos venv clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+# The pinned packages, then this project itself, editable and without dependencies (they
+# are the pins): its commands (pyproject.toml [project.scripts]) land in .venv/bin, and
+# `python data_prep/create_tfrecords.py` finds its packages from any directory.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 protos: $(STAMP)
 	$(PY) -m buildtools.protos
 
-test: protos
+# Lint and the dependency rules of .importlinter (one-way data flow, layers, no cycles).
+lint: protos
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo
+
+test: lint
 	$(PY) -m pytest --numprocesses $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 DEMO_STEPS ?= 1000
@@ -56,13 +65,13 @@ demo: protos
 	$(PY) exporter_main_v2.py --input_type=image_tensor \
 	    --pipeline_config_path=$(DEMO_DIR)/model/pipeline.config \
 	    --trained_checkpoint_dir=$(DEMO_DIR)/model --output_directory=$(DEMO_DIR)/exported
-	$(PY) -m models.image_npy $(DEMO_DIR)/shapes/images/val/$(DEMO_IMAGE) $(DEMO_DIR)/image.npy
+	$(PY) -m models.tools.image_npy $(DEMO_DIR)/shapes/images/val/$(DEMO_IMAGE) $(DEMO_DIR)/image.npy
 	$(VENV)/bin/saved_model_cli run --dir $(DEMO_DIR)/exported/saved_model --tag_set serve \
 	    --signature_def serving_default --inputs input_tensor=$(DEMO_DIR)/image.npy \
 	    --outdir $(DEMO_DIR)/saved_model_cli --overwrite
-	$(PY) -m models.show_outputs $(DEMO_DIR)/saved_model_cli \
+	$(PY) -m models.tools.show_outputs $(DEMO_DIR)/saved_model_cli \
 	    --label_map $(DEMO_DIR)/exported/label_map.pbtxt
-	$(PY) -m models.infer --saved_model $(DEMO_DIR)/exported/saved_model \
+	$(PY) -m models.tools.infer --saved_model $(DEMO_DIR)/exported/saved_model \
 	    --images '$(DEMO_DIR)/shapes/images/val/*' \
 	    --annotations $(DEMO_DIR)/shapes/annotations/instances_val.json \
 	    --output_dir $(DEMO_DIR)/predictions
@@ -84,9 +93,10 @@ BEAM_TESTS ?= tests/test_beam_runner.py
 
 venv-beam: $(STAMP_BEAM)
 
-$(STAMP_BEAM): requirements-beam.txt
+$(STAMP_BEAM): requirements-beam.txt pyproject.toml
 	@test -x $(PY_BEAM) || $(PYTHON) -m venv $(VENV_BEAM)
 	$(PY_BEAM) -m pip install --disable-pip-version-check -r requirements-beam.txt
+	$(PY_BEAM) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 # One set of *_pb2.py serves both environments when the older protoc writes it: a protobuf

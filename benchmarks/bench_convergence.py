@@ -1,7 +1,7 @@
 """Convergence on this CPU: mask mAP on held-out synthetic images against wall-clock time,
 and the cost of a training step next to Model Garden's own trainer.
 
-    .venv/bin/python benchmarks/bench_convergence.py --budget_minutes 15
+    .venv/bin/python -m benchmarks.bench_convergence --budget_minutes 15
 
 1. Writes the synthetic shapes (train and held-out splits) and converts them.
 2. Trains pipelines/shapes_resnet18_fpn.config (its own schedule) for the wall-clock budget,
@@ -31,12 +31,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.training_runs import (REPO_ROOT, SHAPES_CONFIG, cpu_times,  # noqa: E402
-                                      make_records, overrides, process_cpu_seconds,
-                                      score_checkpoints, scoring_dir, stolen_fraction,
-                                      train_for)
+from benchmarks.training_runs import (
+    REPO_ROOT,
+    SHAPES_CONFIG,
+    cpu_times,
+    make_records,
+    overrides,
+    process_cpu_seconds,
+    score_checkpoints,
+    scoring_dir,
+    stolen_fraction,
+    train_for,
+)
 
 STEPS_PER_SECOND = re.compile(r"train \| step:\s+(\d+) \| steps/sec:\s+([\d.]+)")
 
@@ -74,8 +80,8 @@ def compare_step_time(work: Path, records: Path, seconds: float
     import yaml
 
     from models.builders.experiment_builder import load_and_build
-    from models.strategy import choose_placement
-    from models.training import set_experiment_precision
+    from models.tasks.trainer import set_experiment_precision
+    from models.training.strategy import choose_placement
 
     # The same loop for both: 100-step loops, a checkpoint every 1000 steps (none is written
     # in the timed window, so the comparison is of steps, not of checkpoint writes).

@@ -1,6 +1,6 @@
 """COCO -> TFRecords: this project against Model Garden's create_coco_tf_record, in one run.
 
-    .venv/bin/python benchmarks/bench_create_tfrecords.py --images 500 --workers 2
+    .venv/bin/python -m benchmarks.bench_create_tfrecords --images 500 --workers 2
 
 Both convert the same synthetic COCO data (640x480, about 10 instances per image) at the
 same number of processes into the same number of shards. Printed per tool: wall time of
@@ -22,7 +22,6 @@ import numpy as np
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 
 def run_measured(command: list[str]) -> tuple[float, float]:
@@ -73,9 +72,9 @@ def check_masks(annotation_file: Path, pattern: str) -> tuple[int, int]:
 
 def profile_stages(annotation_file: Path, images_dir: Path, limit: int = 100) -> None:
     """Where this project's per-image time goes, one process, no pool."""
-    from data_prep.coco import read_coco
-    from data_prep.image_files import load_image
-    from data_prep.rasterize import rasterize
+    from data_prep.conversion.image_files import load_image
+    from data_prep.conversion.rasterize import rasterize
+    from data_prep.formats.coco import read_coco
     from records.example_codec import encode_mask_png
 
     annotations = read_coco(annotation_file, images_dir)

@@ -1,6 +1,6 @@
 """Serving latency of our export next to Model Garden's own, from the same checkpoint.
 
-    python benchmarks/bench_export_latency.py [--runs 10] [--sizes 512,1024]
+    .venv/bin/python -m benchmarks.bench_export_latency [--runs 10] [--sizes 512,1024]
 
 1. builds the shipped CPU config's model (pipelines/shapes_resnet18_fpn.config: ResNet-18
    FPN, small heads) and saves its freshly initialized weights as a checkpoint: latency does
@@ -28,8 +28,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 CONFIG = REPO_ROOT / "pipelines/shapes_resnet18_fpn.config"
 
@@ -54,7 +52,7 @@ def prepare(work: Path, overrides: list[str]) -> tuple[Path, Path, Path]:
     import yaml
 
     from models.builders.experiment_builder import load_and_build
-    from models.export import build_model
+    from models.modeling.restore import build_model
     from pipelines.config_util import save_pipeline_config
 
     built = load_and_build(CONFIG, overrides)

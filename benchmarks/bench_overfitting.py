@@ -1,6 +1,6 @@
 """What the small-data recipe does to overfitting, on the synthetic shapes.
 
-    .venv/bin/python benchmarks/bench_overfitting.py --train_images 60 --budget_minutes 6
+    .venv/bin/python -m benchmarks.bench_overfitting --train_images 60 --budget_minutes 6
 
 A ResNet-18 FPN is first trained on a larger synthetic set (the "pretrained" checkpoint our
 users would download). Then, from that checkpoint, two runs get the same wall-clock budget
@@ -18,9 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.training_runs import make_records, overrides, score_checkpoints, train_for  # noqa: E402
+from benchmarks.training_runs import (
+    make_records,
+    overrides,
+    score_checkpoints,
+    train_for,
+)
 
 RECIPE_AUGMENTATION = """
   data_augmentation_options { random_horizontal_flip { } }

@@ -1,6 +1,6 @@
 """Input-pipeline speed of our records read through TFDS, next to Model Garden's decoder.
 
-    python benchmarks/bench_tfds_input.py --images 500 --size 640x480 --objects 8-12
+    .venv/bin/python -m benchmarks.bench_tfds_input --images 500 --size 640x480 --objects 8-12
 
 1. writes the synthetic data set and converts it (create_tfrecords.py, which also writes the
    TFDS metadata; timed, with the metadata write timed on its own),
@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from records.tfds_metadata import write_tfds_metadata  # noqa: E402  (no TensorFlow)
-from records.tfrecord_io import shard_glob  # noqa: E402
+from records.tfds_metadata import write_tfds_metadata  # (no TensorFlow)
+from records.tfrecord_io import shard_glob
 
 
 def run(*command: str) -> float:

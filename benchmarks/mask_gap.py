@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.mask_ceiling import annotations_by_image, instances, model_mask_targets
-from models.ensemble import mask_iou_matrix
+from models.inference.hierarchical_ensemble import mask_iou_matrix
 
 
 @dataclass
@@ -132,8 +132,8 @@ def checkpoint_mask_gap(checkpoint: str, config, config_overrides: list[str],
     import json
 
     from models.builders.experiment_builder import load_and_build
-    from models.checkpoints import restore_weights
-    from models.task import MaskRCNNTask
+    from models.modeling.checkpoints import restore_weights
+    from models.tasks.maskrcnn_task import MaskRCNNTask
 
     built = load_and_build(config, config_overrides, checkpoint_every_n=1)
     task = MaskRCNNTask(built)

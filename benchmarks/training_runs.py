@@ -115,21 +115,16 @@ def scoring_dir(model_dir: Path, config_overrides: list[str]) -> Path:
 def score_checkpoints(model_dir: Path, config_overrides: list[str], steps: list[int],
                       config: Path = SHAPES_CONFIG) -> dict[int, dict]:
     """COCO metrics of each checkpoint on the config's eval split, in this process."""
-    import orbit  # TensorFlow only from here on
-
-    from models.builders.experiment_builder import load_and_build
-    from models.evaluation import evaluate_checkpoint, prepare_groundtruth
-    from models.strategy import choose_placement
-    from models.training import build_trainer
+    from models.builders.experiment_builder import load_and_build  # TensorFlow from here on
+    from models.evaluation.continuous_eval import build_evaluator, evaluate_checkpoint
+    from models.training.strategy import choose_placement
 
     built = load_and_build(config, config_overrides, checkpoint_every_n=1)
     eval_dir = scoring_dir(model_dir, config_overrides)
     eval_dir.mkdir(parents=True, exist_ok=True)
-    built.task.annotation_file = str(prepare_groundtruth(built, eval_dir))
     placement = choose_placement()
-    trainer = build_trainer(built, str(eval_dir), placement, train=False, evaluate=True)
-    controller = orbit.Controller(strategy=placement.strategy, evaluator=trainer,
-                                  global_step=trainer.global_step)
+    trainer, controller = build_evaluator(built, str(eval_dir), eval_dir, placement,
+                                          summaries=False)
     results = {}
     for step in steps:
         _, results[step] = evaluate_checkpoint(trainer, controller, placement,

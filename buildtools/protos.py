@@ -1,8 +1,8 @@
 """Compiles the project's .proto files into Python modules with grpcio-tools' protoc.
 
-The generated `*_pb2.py` files are build outputs (git-ignored). `make` runs this module; the
-proto packages also call `ensure_compiled` on import, so a user who skips `make` still gets a
-working tree instead of the Object Detection API's classic "No module named ..._pb2" error.
+The generated `*_pb2.py` files are build outputs (git-ignored), made by `make protos` (this
+module) and by `pip install .` (buildtools/build_backend.py), never on import: importing a
+proto package whose modules were not built says to run `make protos` (core/protos.py).
 """
 from __future__ import annotations
 
@@ -47,11 +47,6 @@ def compile_protos(package_dir: Path, force: bool = False) -> list[Path]:
             rel = proto.relative_to(REPO_ROOT).with_name(proto.stem + "_pb2.py")
             os.replace(Path(tmp) / rel, proto.with_name(proto.stem + "_pb2.py"))
     return protos
-
-
-def ensure_compiled(package_dir: str | Path) -> None:
-    """Builds the generated modules of one proto package if they are missing or stale."""
-    compile_protos(Path(package_dir))
 
 
 def main() -> int:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
+from core.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Polygons:
@@ -125,7 +127,7 @@ def resolve_inside(images_dir: str | Path, file_name: str) -> Path | None:
     return Path(images_dir) / normalized
 
 
-class AnnotationFileError(ValueError):
+class AnnotationFileError(UserError, ValueError):
     """The annotation file as a whole cannot be used (unreadable, not this format)."""
 
 

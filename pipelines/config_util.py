@@ -13,15 +13,16 @@ from typing import Sequence
 
 from google.protobuf import descriptor_pool, text_format
 
+from core.atomic_io import write_text_atomic
+from core.errors import UserError
 from pipelines.protos import pipeline_pb2
-from records.atomic_io import write_text_atomic
 
 PipelineConfig = pipeline_pb2.TrainEvalPipelineConfig
 _PARSE_ERROR = re.compile(r"^(?P<line>\d+):(?P<col>\d+) : (?P<message>.*)$", re.S)
 _NO_FIELD = re.compile(r'Message type "(?P<type>[\w.]+)" has no field named "(?P<field>\w+)"')
 
 
-class PipelineConfigError(ValueError):
+class PipelineConfigError(UserError, ValueError):
     """A pipeline config is malformed or asks for something this project does not do.
 
     `field` is the dotted path of the offending field (e.g. "train_config.batch_size");

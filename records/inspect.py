@@ -29,8 +29,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from core.cli import run_main
 from records.example_codec import ImageExample, decode_mask_png
-from records.label_map import LabelMap, LabelMapError, read_label_map
+from records.label_map import LabelMap, read_label_map
 from records.reader import RecordError, iter_examples
 from records.tfrecord_io import SHARD_PATTERN, CorruptRecordError, expand_paths
 
@@ -366,14 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--render needs --out DIR")
     if args.render < 0 or args.max_records < 0:
         parser.error("--render and --max_records take a count >= 0")
+    files = expand_paths(args.patterns)
+    label_map = find_label_map(args.label_map, files)
     try:
-        files = expand_paths(args.patterns)
-        label_map = find_label_map(args.label_map, files)
-    except (FileNotFoundError, LabelMapError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        if args.check and not run_check(files, label_map, args):
+        if args.check and not run_check(files, label_map, args.allow_missing_masks,
+                                        args.max_records):
             return 1
         if args.render:
             written = render_records(files, label_map, args.render, args.out,
@@ -385,17 +383,18 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json
                   else format_text(stats))
     except (RecordError, CorruptRecordError) as err:
-        print(f"error: {err}\n(run with --check for a full validation)", file=sys.stderr)
-        return 1
+        raise RecordError(f"{err}\n(run with --check for a full validation)") from None
     return 0
 
 
-def run_check(files: list[str], label_map: LabelMap | None, args: argparse.Namespace) -> bool:
+def run_check(files: list[str], label_map: LabelMap | None, allow_missing_masks: bool = False,
+              max_records: int = 0) -> bool:
+    """Validates every record (records/record_checks.py), printing OK or the first FAULT."""
     from records.record_checks import RecordFault, check_records
 
     start = time.perf_counter()
     try:
-        summary = check_records(files, label_map, args.allow_missing_masks, args.max_records)
+        summary = check_records(files, label_map, allow_missing_masks, max_records)
     except RecordFault as fault:
         print(f"FAULT: {fault}", file=sys.stderr)
         return False
@@ -411,5 +410,10 @@ def run_check(files: list[str], label_map: LabelMap | None, args: argparse.Names
     return True
 
 
+def console_main() -> None:
+    """The installed command (pyproject.toml [project.scripts])."""
+    sys.exit(run_main(main))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

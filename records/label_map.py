@@ -13,12 +13,13 @@ from typing import Iterable, Sequence
 
 from google.protobuf import text_format
 
-from records.atomic_io import write_text_atomic
+from core.atomic_io import write_text_atomic
+from core.errors import UserError
 from records.protos import string_int_label_map_pb2 as label_map_pb2
 from records.tfrecord_io import is_remote
 
 
-class LabelMapError(ValueError):
+class LabelMapError(UserError, ValueError):
     """A label map file is malformed or inconsistent."""
 
 

@@ -6,17 +6,17 @@ a label map, the labels are filled in from the names, as the OD API's own decode
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from core.errors import UserError
 from records.example_codec import ImageExample, decode_example
 from records.label_map import LabelMap
 from records.tfrecord_io import expand_paths, read_records
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A record cannot be decoded or breaks the contract."""
 
 
@@ -53,7 +53,3 @@ def fill_labels_from_texts(example: ImageExample, label_map: LabelMap) -> None:
     if unknown:
         raise RecordError(f"classes {unknown} are not in the label map {label_map.source}")
     example.labels = np.array([label_map.id_of(t) for t in example.texts], np.int64)
-
-
-def count_records(patterns: str | Iterable[str]) -> int:
-    return sum(1 for path in expand_paths(patterns) for _ in read_records(Path(path)))

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from core.errors import UserError
 from records import keys
 from records.example_codec import ImageExample, decode_example
 from records.label_map import LabelMap
@@ -42,7 +43,7 @@ OPTIONAL_INSTANCE_KEYS = (keys.OBJECT_CLASS_LABEL, keys.OBJECT_CLASS_TEXT, keys.
                           keys.OBJECT_MASK)
 
 
-class RecordFault(ValueError):
+class RecordFault(UserError, ValueError):
     """A record breaks the contract; the message says where and what."""
 
     def __init__(self, path: str, index: int | None, problem: str, source_id: str = "",

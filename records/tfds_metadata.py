@@ -39,8 +39,9 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+from core.atomic_io import write_json_atomic, write_text_atomic
+from core.cli import run_main
 from records import keys
-from records.atomic_io import write_json_atomic, write_text_atomic
 from records.label_map import LabelMap, read_label_map
 from records.tfrecord_io import SHARD_PATTERN, CorruptRecordError
 
@@ -295,4 +296,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

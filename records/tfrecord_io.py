@@ -16,6 +16,8 @@ from typing import BinaryIO, Iterable, Iterator
 
 import google_crc32c
 
+from core.errors import UserError
+
 _MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -34,8 +36,12 @@ def _gfile():
     return tf.io.gfile
 
 
-class CorruptRecordError(ValueError):
+class CorruptRecordError(UserError, ValueError):
     """A TFRecord file is truncated or fails its checksum."""
+
+
+class NoRecordFilesError(UserError, FileNotFoundError):
+    """An input path names no TFRecord file."""
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -169,8 +175,8 @@ def read_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
 def expand_paths(patterns: str | Iterable[str]) -> list[str]:
     """Expands globs (comma-separated or a list, as in OD API input_path fields) to files.
 
-    Raises FileNotFoundError naming the pattern that matches nothing, so an empty or
-    mistyped input path fails before any work starts.
+    Raises NoRecordFilesError (a FileNotFoundError) naming the pattern that matches nothing,
+    so an empty or mistyped input path fails before any work starts.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -183,8 +189,8 @@ def expand_paths(patterns: str | Iterable[str]) -> list[str]:
                 matched = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
                 matched = [m for m in matched if os.path.isfile(m)]
             if not matched:
-                raise FileNotFoundError(f"no TFRecord files match {part!r}")
+                raise NoRecordFilesError(f"no TFRecord files match {part!r}")
             paths.extend(matched)
     if not paths:
-        raise FileNotFoundError("no TFRecord input path given")
+        raise NoRecordFilesError("no TFRecord input path given")
     return paths

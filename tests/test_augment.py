@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 
-from models import augment
 from models.builders.model_builder import ResizeSpec
+from models.dataloaders import augmentations as augment
 from pipelines.config_util import PipelineConfigError
 from pipelines.protos import train_pb2
 
@@ -163,7 +163,7 @@ def test_invalid_steps_are_config_errors(text, field):
 def test_larger_side_scaled_to_n_and_padded_to_a_square():
     """The tiny-VOC resizing: min_dimension == max_dimension == N."""
     from models.builders.model_builder import RpnTargets
-    from models.inputs import Parser
+    from models.dataloaders.parser import Parser
 
     spec = ResizeSpec("keep_aspect_ratio", 64, 64, min_dimension=64)
     parser = Parser(spec, RpnTargets(0.7, 0.3, 256, 0.5, 10), 2, 5, 1, [1.0], 4.0,

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("apache_beam")
 
-from data_prep.beam_runner import pipeline_options  # noqa: E402
+from data_prep.conversion.beam_runner import pipeline_options  # noqa: E402
 from records.tfrecord_io import read_records  # noqa: E402
 from tests.coco_helpers import convert  # noqa: E402
 

@@ -7,11 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from data_prep.oid_hierarchy import Hierarchy
-from models.ensemble import Pairing, match_hierarchical
-from models.oid_metrics import (ClassTree, ImageGroundTruth, ImagePredictions,
-                                average_precision, evaluate_oid_challenge,
-                                evaluate_oid_challenge_coco, to_rles)
+from models.evaluation.oid_challenge import (
+    ClassTree,
+    ImageGroundTruth,
+    ImagePredictions,
+    average_precision,
+    evaluate_oid_challenge,
+    evaluate_oid_challenge_coco,
+    to_rles,
+)
+from models.inference.hierarchical_ensemble import Pairing, match_hierarchical
+from records.class_hierarchy import Hierarchy
 
 MAP = "OpenImagesInstanceSegmentationChallenge_Precision/mAP@0.5IOU"
 
@@ -201,7 +207,7 @@ def test_the_metric_stands_in_for_model_gardens_coco_evaluator(tmp_path):
     import tensorflow as tf
     from official.vision.evaluation.coco_evaluator import COCOEvaluator
 
-    from models.oid_metrics import wrap_coco_metric
+    from models.evaluation.oid_challenge import wrap_coco_metric
     from records.label_map import LabelMap, LabelMapItem, write_label_map
 
     rle = to_rles(box_mask(0, 0, 10, 10)[np.newaxis])[0]
@@ -253,7 +259,7 @@ def test_ensemble_command_reports_pairs(tmp_path_factory, tmp_path):
     tree = node("/m/root", *[node(i.name, node(f"{i.name}_kind")) for i in shapes])
     (tmp_path / "hierarchy.json").write_text(json.dumps(tree))
     out = tmp_path / "ensemble"
-    run_command("-m", "models.ensemble", "--layer0_saved_model", str(export.saved_model),
+    run_command("-m", "models.tools.ensemble", "--layer0_saved_model", str(export.saved_model),
                 "--layer1_saved_model", str(export.saved_model),
                 "--layer1_label_map", str(tmp_path / "layer1.pbtxt"),
                 "--hierarchy", str(tmp_path / "hierarchy.json"),

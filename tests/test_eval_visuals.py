@@ -33,7 +33,7 @@ def batch_of_one(score: float) -> dict[str, np.ndarray]:
 
 
 def test_original_image_undoes_normalization_resize_and_padding():
-    from models.eval_visuals import original_image
+    from models.evaluation.eval_pictures import original_image
 
     batch = batch_of_one(0.9)
     image = original_image(batch["images"][0], batch["image_info"][0])
@@ -41,7 +41,7 @@ def test_original_image_undoes_normalization_resize_and_padding():
 
 
 def test_prediction_and_ground_truth_masks_cover_the_same_pixels():
-    from models.eval_visuals import GAP, EvalVisuals, VisualsConfig
+    from models.evaluation.eval_pictures import GAP, EvalVisuals, VisualsConfig
 
     names = {1: "circle", 2: "square"}
     visuals = EvalVisuals(VisualsConfig(num_visualizations=1, min_score_threshold=0.5),
@@ -61,7 +61,7 @@ def test_prediction_and_ground_truth_masks_cover_the_same_pixels():
 
 
 def test_collect_keeps_the_first_n_images_across_replicas_and_batches():
-    from models.eval_visuals import EvalVisuals, VisualsConfig
+    from models.evaluation.eval_pictures import EvalVisuals, VisualsConfig
 
     visuals = EvalVisuals(VisualsConfig(num_visualizations=3))
     batch = batch_of_one(0.9)

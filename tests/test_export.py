@@ -112,7 +112,7 @@ def assert_valid_outputs(outputs: dict, height: int, width: int) -> None:
 def test_paste_masks_fills_exactly_the_pixels_whose_centre_is_in_the_box():
     import tensorflow as tf
 
-    from models.export_signatures import paste_masks
+    from models.ops.paste_masks import paste_masks
 
     full = np.ones((1, 28, 28), np.float32)
     left_half = np.zeros((1, 28, 28), np.float32)
@@ -135,7 +135,8 @@ def test_paste_masks_fills_exactly_the_pixels_whose_centre_is_in_the_box():
 
 
 def test_staged_directory_is_all_or_nothing_and_never_replaces_foreign_files(tmp_path):
-    from models.export import ExportError, staged_directory
+    from core.atomic_io import staged_directory
+    from core.errors import OutputError
 
     target = tmp_path / "out"
     with pytest.raises(RuntimeError):
@@ -152,7 +153,7 @@ def test_staged_directory_is_all_or_nothing_and_never_replaces_foreign_files(tmp
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    with pytest.raises(ExportError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty"):
         with staged_directory(foreign, "saved_model"):
             pass
     assert (foreign / "notes.txt").read_text() == "keep"
@@ -164,7 +165,7 @@ def test_restore_weights_takes_the_averages_training_kept_when_the_config_asks(t
     import tf_keras
     from official.modeling.optimization.ema_optimizer import ExponentialMovingAverage
 
-    from models.checkpoints import has_moving_averages, restore_weights
+    from models.modeling.checkpoints import has_moving_averages, restore_weights
 
     def small_model() -> tf_keras.Model:
         model = tf_keras.Sequential([tf_keras.layers.Dense(3),
@@ -232,7 +233,7 @@ def test_exported_detections_equal_the_restored_keras_model_under_evaluation(exp
     import tensorflow as tf
 
     from models.builders.experiment_builder import load_and_build
-    from models.task import MaskRCNNTask
+    from models.tasks.maskrcnn_task import MaskRCNNTask
 
     built = load_and_build(export.config)
     task = MaskRCNNTask(built)
@@ -268,8 +269,8 @@ def test_every_input_type_gives_the_same_detections(export, tmp_path):
     import tensorflow as tf
 
     from models.builders.experiment_builder import load_and_build
-    from models.export import export_inference_graph
-    from models.infer import to_detections
+    from models.serving.exporter import export_inference_graph
+    from models.serving.saved_model_client import to_detections
 
     image = val_image(export, OTHER_SIZE)
     reference = serve(export.saved_model, image[np.newaxis])
@@ -328,7 +329,7 @@ def test_saved_model_cli_show_and_run(export, tmp_path):
     from PIL import Image
 
     Image.fromarray(val_image(export, OTHER_SIZE)).save(tmp_path / "image.png")
-    run_command("-m", "models.image_npy", str(tmp_path / "image.png"),
+    run_command("-m", "models.tools.image_npy", str(tmp_path / "image.png"),
                 str(tmp_path / "image.npy"), check=True)
     assert np.load(tmp_path / "image.npy").shape == (1, *OTHER_SIZE, 3)
     subprocess.run([cli, "run", "--dir", str(export.saved_model), "--tag_set", "serve",
@@ -338,7 +339,7 @@ def test_saved_model_cli_show_and_run(export, tmp_path):
                    check=True)
     outputs = {key: np.load(tmp_path / "out" / f"{key}.npy") for key in OUTPUT_KEYS}
     assert_valid_outputs(outputs, *OTHER_SIZE)
-    shown = run_command("-m", "models.show_outputs", str(tmp_path / "out"), "--label_map",
+    shown = run_command("-m", "models.tools.show_outputs", str(tmp_path / "out"), "--label_map",
                         str(export.exported / "label_map.pbtxt"), check=True).stdout
     count = int(outputs["num_detections"][0])
     assert f"num_detections: {count}" in shown
@@ -369,7 +370,8 @@ def test_a_checkpoint_of_other_num_classes_fails_naming_variables_and_writes_not
 @pytest.mark.slow
 def test_a_checkpoint_of_another_backbone_fails_naming_variables(export, tmp_path):
     from models.builders.experiment_builder import load_and_build
-    from models.export import CheckpointMismatchError, export_inference_graph
+    from models.modeling.restore import CheckpointMismatchError
+    from models.serving.exporter import export_inference_graph
 
     built = load_and_build(export.config, [
         'model { faster_rcnn { feature_extractor { type: "faster_rcnn_resnet34_fpn_keras" } } }'])

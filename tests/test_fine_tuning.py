@@ -2,20 +2,24 @@
 the tests train themselves."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import sampling
 from models.builders.experiment_builder import load_and_build
-from models.fine_tune import FineTuneCheckpointError, initialize_from_checkpoint
-from models.task import MaskRCNNTask
-from models.variables import variable_paths
+from models.dataloaders import repeat_factor_sampling as sampling
+from models.modeling.fine_tune import FineTuneCheckpointError, initialize_from_checkpoint
+from models.modeling.variable_paths import variable_paths
+from models.tasks.maskrcnn_task import MaskRCNNTask
 from records.example_codec import ImageExample, encode_example
 from records.tfrecord_io import ShardedWriter
-from tests.training_helpers import SHAPES_CONFIG, make_tiny_records, model_main, tiny_config, \
-    tiny_overrides
+from tests.training_helpers import (
+    SHAPES_CONFIG,
+    make_tiny_records,
+    model_main,
+    tiny_config,
+    tiny_overrides,
+)
 
 pytestmark = pytest.mark.slow
 HEADS = ("decoder/", "rpn_head/", "detection_head/", "mask_head/")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.image_files import ImageFileError, fill_boxes_gray, load_image
+from data_prep.conversion.image_files import ImageFileError, fill_boxes_gray, load_image
 
 
 def _save(tmp_path, name, mode="RGB", fmt=None, size=(64, 48)):

@@ -1,4 +1,4 @@
-"""python -m models.infer on an exported tiny model: pictures, a COCO results file that
+"""python -m models.tools.infer on an exported tiny model: pictures, a COCO results file that
 pycocotools evaluates, mAP against ground truth, debug stages, and bad inputs (odd image
 formats are converted; undecodable files and empty globs stop with a message and no
 output). Image decoding is also tested on its own."""
@@ -20,7 +20,7 @@ def export(tmp_path_factory) -> TinyExport:
 
 
 def infer(*flags: str, check: bool = False):
-    return run_command("-m", "models.infer", "--no_progress", *flags, check=check)
+    return run_command("-m", "models.tools.infer", "--no_progress", *flags, check=check)
 
 
 def write_odd_images(folder) -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def write_odd_images(folder) -> dict[str, np.ndarray]:
 # --- without a model ----------------------------------------------------------------------
 
 def test_read_image_converts_grayscale_alpha_palette_and_16_bit(tmp_path):
-    from models.infer import read_image
+    from models.inference.image_io import read_image
 
     for name, expected in write_odd_images(tmp_path).items():
         image = read_image(tmp_path / name)
@@ -52,7 +52,7 @@ def test_read_image_converts_grayscale_alpha_palette_and_16_bit(tmp_path):
 
 
 def test_undecodable_files_and_empty_globs_are_named(tmp_path):
-    from models.infer import InferError, find_images, read_image
+    from models.inference.image_io import InferError, find_images, read_image
 
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(InferError, match="broken.jpg: not an image"):

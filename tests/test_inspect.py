@@ -356,10 +356,11 @@ def test_object_detection_api_records(realdata):
     assert stats["mask_coverage"]["instances_without_masks"] == stats["instances"] == 4
 
 
-def test_usage_errors_exit_2(tmp_path):
+def test_usage_errors_are_one_line_errors(tmp_path):
     missing = inspect(str(tmp_path / "nothing-*.tfrecord"))
-    assert missing.returncode == 2 and "no TFRecord files match" in missing.stderr
-    no_out = inspect(str(tmp_path / "x.tfrecord"), "--render", "2")
+    assert missing.returncode == 1 and missing.stderr.startswith(
+        "error: no TFRecord files match") and "Traceback" not in missing.stderr
+    no_out = inspect(str(tmp_path / "x.tfrecord"), "--render", "2")  # argparse's usage error
     assert no_out.returncode == 2 and "--render needs --out" in no_out.stderr
 
 

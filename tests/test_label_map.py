@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from records.label_map import (LabelMap, LabelMapError, LabelMapItem, parse_label_map,
-                               read_label_map, write_label_map)
+from records.label_map import (
+    LabelMap,
+    LabelMapError,
+    LabelMapItem,
+    parse_label_map,
+    read_label_map,
+    write_label_map,
+)
 
 
 def test_round_trip_keeps_unicode_and_display_names(tmp_path):

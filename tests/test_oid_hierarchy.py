@@ -6,9 +6,14 @@ import json
 
 import pytest
 
-from data_prep.annotations import AnnotationFileError
-from data_prep.oid_hierarchy import (LAYER0, LAYER1, GroupDecision, Hierarchy,
-                                     HierarchyError, load_hierarchy)
+from records.class_hierarchy import (
+    LAYER0,
+    LAYER1,
+    GroupDecision,
+    Hierarchy,
+    HierarchyError,
+    load_hierarchy,
+)
 
 
 def node(name: str, *children: dict) -> dict:
@@ -125,7 +130,7 @@ def test_malformed_hierarchies_are_named(data, phrase):
 def test_load_names_the_file(tmp_path):
     path = tmp_path / "h.json"
     path.write_text("{oops")
-    with pytest.raises(AnnotationFileError, match="invalid JSON"):
+    with pytest.raises(HierarchyError, match="h.json: .*invalid JSON"):
         load_hierarchy(path)
     path.write_text(json.dumps(TREE))
     assert load_hierarchy(path).depth("dog") == 2

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from data_prep.annotations import AnnotationFileError
-from data_prep.oid_hierarchy import resolve_classes
-from data_prep.openimages import read_class_descriptions
+from data_prep.formats.openimages import read_class_descriptions
+from data_prep.formats.openimages_classes import resolve_classes
 from data_prep.synthetic.__main__ import write_split
 from data_prep.synthetic.openimages_writer import COLUMNS, MIDS
 from records.label_map import read_label_map

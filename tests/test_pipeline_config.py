@@ -6,13 +6,17 @@ import math
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
 
 from models.builders import model_builder, optimizer_builder
 from models.builders.experiment_builder import build_pipeline, load_and_build
-from pipelines.config_util import (PipelineConfigError, apply_overrides, locate_field,
-                                   parse_pipeline_config)
+from pipelines.config_util import (
+    PipelineConfigError,
+    apply_overrides,
+    locate_field,
+    parse_pipeline_config,
+)
 from pipelines.protos import faster_rcnn_pb2, optimizer_pb2
-from google.protobuf import text_format
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "pipelines/shapes_resnet18_fpn.config"

@@ -9,8 +9,13 @@ import pytest
 from PIL import Image
 
 from records import keys
-from records.example_codec import (ImageExample, decode_example, decode_mask_png,
-                                   encode_example, encode_mask_png)
+from records.example_codec import (
+    ImageExample,
+    decode_example,
+    decode_mask_png,
+    encode_example,
+    encode_mask_png,
+)
 from records.label_map import read_label_map
 from records.protos import example_pb2
 from records.reader import iter_examples, read_examples

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from models.builders.experiment_builder import load_and_build
-from models.strategy import choose_placement
-from models.training import train
+from models.training.strategy import choose_placement
+from models.training.train_loop import train
 from pipelines.config_util import load_pipeline_config
 from tests.training_helpers import make_tiny_records
 

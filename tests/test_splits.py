@@ -5,8 +5,12 @@ import json
 from collections import Counter
 
 from data_prep.annotations import ImageAnnotation, ObjectAnnotation, Polygons
-from data_prep.splits import (cap_images_per_class, image_classes, repeat_rare_classes,
-                              split_train_val)
+from data_prep.conversion.splits import (
+    cap_images_per_class,
+    image_classes,
+    repeat_rare_classes,
+    split_train_val,
+)
 from records.reader import read_examples
 from records.tfrecord_io import shard_glob
 from tests.coco_helpers import convert

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models import strategy
+from models.training import strategy
 
 INTEL_FLAGS = "fpu vme sse sse2 avx2 avx512f avx512_bf16 amx_tile"
 AMD_ZEN3_FLAGS = "fpu vme sse sse2 avx avx2 fma sha_ni"

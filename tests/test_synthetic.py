@@ -7,7 +7,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from data_prep.synthetic import CLASSES, generate_image
-from data_prep.mask_outline import is_simple_region, outline
+from data_prep.synthetic.mask_outline import is_simple_region, outline
 from tests.conftest import run_command
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -156,7 +155,7 @@ def test_no_tfds_metadata_writes_none(shapes_dir, tmp_path):
 
 def test_metadata_and_tfds_reader_modules_do_not_import_tensorflow(records_dir):
     code = ("import sys\n"
-            "import records.tfds_metadata as m, data_prep.tfds_source, data_prep.create_tfrecords\n"
+            "import records.tfds_metadata as m, data_prep.formats.tfds_source, data_prep.create_tfrecords\n"
             f"m.write_tfds_metadata({str(records_dir)!r})\n"
             "loaded = sorted(n for n in sys.modules if n.split('.')[0] in "
             "('tensorflow', 'tensorflow_datasets', 'keras'))\n"
@@ -270,7 +269,8 @@ def test_tfds_data_set_converts_to_records_with_equal_masks(tiny_tfds, tmp_path)
 
 def test_tfds_reader_keeps_an_explicit_work_dir_and_writes_grayscale_pngs(tiny_tfds, tmp_path):
     import tensorflow_datasets as tfds
-    from data_prep.tfds_source import read_tfds
+
+    from data_prep.formats.tfds_source import read_tfds
 
     data_dir, examples = tiny_tfds
     builder = tfds.builder("tiny_instances", data_dir=str(data_dir))
@@ -286,7 +286,7 @@ def test_tfds_reader_keeps_an_explicit_work_dir_and_writes_grayscale_pngs(tiny_t
 
 def test_ambiguous_features_ask_for_the_option():
     tfds = pytest.importorskip("tensorflow_datasets")
-    from data_prep.tfds_source import detect_schema
+    from data_prep.formats.tfds_source import FeatureKeys, detect_schema
 
     f = tfds.features
     features = f.FeaturesDict({
@@ -294,12 +294,11 @@ def test_ambiguous_features_ask_for_the_option():
         "objects": f.Sequence({"label": f.ClassLabel(names=["a"]),
                                "mask": f.Image(shape=(None, None, 1))}),
     })
-    none = SimpleNamespace()
     with pytest.raises(AnnotationFileError, match="--tfds_image_key"):
-        detect_schema(features, none)
-    schema = detect_schema(features, SimpleNamespace(tfds_image_key="left"))
+        detect_schema(features, FeatureKeys())
+    schema = detect_schema(features, FeatureKeys(image="left"))
     assert (schema.image_key, schema.objects_key, schema.mask_key, schema.label_key,
             schema.bbox_key, schema.class_names) == ("left", "objects", "mask", "label", None,
                                                      ["a"])
     with pytest.raises(AnnotationFileError, match="--tfds_mask_key 'masks'"):
-        detect_schema(features, SimpleNamespace(tfds_image_key="left", tfds_mask_key="masks"))
+        detect_schema(features, FeatureKeys(image="left", mask="masks"))

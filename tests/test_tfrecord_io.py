@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from records.tfrecord_io import (CorruptRecordError, ShardedWriter, expand_paths, frame_record,
-                                 read_records, shard_glob, shard_name)
+from records.tfrecord_io import (
+    CorruptRecordError,
+    ShardedWriter,
+    expand_paths,
+    frame_record,
+    read_records,
+    shard_glob,
+    shard_name,
+)
 
 
 def test_shard_names_follow_the_od_api_convention():

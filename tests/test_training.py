@@ -3,6 +3,7 @@ resume after a kill, two replicas, continuous evaluation, and the stops with a m
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models.strategy import cpu_supports_bfloat16
+from models.training.strategy import cpu_supports_bfloat16
 from tests.conftest import REPO_ROOT
 from tests.training_helpers import make_tiny_records, model_main, tiny_config
 
@@ -56,7 +57,7 @@ def _checkpoint_steps(model_dir: Path) -> list[int]:
 
 
 def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(records, tmp_path,
-                                                                          capsys):
+                                                                          caplog):
     """With weight averages kept (use_moving_average), which evaluation and export use."""
     config = tiny_config(records, tmp_path / "pipeline.config", num_steps=4,
                          extra=("train_config { checkpoint_max_to_keep: 1 optimizer { "
@@ -86,8 +87,9 @@ def test_train_then_evaluate_writes_checkpoints_summaries_and_coco_metrics(recor
     images = _eval_images(model_dir / "eval")
     assert set(images) == {f"eval_side_by_side_{i}" for i in range(3)}, images
     assert all(size == (256, 2 * 256 + 4) for size in images.values()), images
-    _assert_export_takes_the_averages(config, model_dir / "ckpt-4", tmp_path)
-    assert "using the moving averages of the weights" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="models"):
+        _assert_export_takes_the_averages(config, model_dir / "ckpt-4", tmp_path)
+    assert "using the moving averages of the weights" in caplog.text
 
 
 def _assert_export_takes_the_averages(config: Path, checkpoint: Path, scratch: Path) -> None:
@@ -95,13 +97,14 @@ def _assert_export_takes_the_averages(config: Path, checkpoint: Path, scratch: P
     import numpy as np
 
     from models.builders.experiment_builder import load_and_build
-    from models.export import restore_model
-    from models.strategy import choose_placement
-    from models.training import build_trainer
+    from models.modeling.restore import restore_model
+    from models.tasks.trainer import build_trainer
+    from models.training.strategy import choose_placement
 
     built = load_and_build(config, [])
     placement = choose_placement()
-    trainer = build_trainer(built, str(scratch), placement, train=True, evaluate=False)
+    trainer = build_trainer(built, str(scratch), placement.strategy, train=True,
+                            evaluate=False)
     with placement.strategy.scope():
         trainer.checkpoint.read(str(checkpoint)).expect_partial()
         last_step = [v.numpy() for v in trainer.model.trainable_variables]

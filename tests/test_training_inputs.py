@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from models.builders.experiment_builder import load_and_build
-from models.preflight import InputCheckError
-from models.training import check_training_inputs
+from models.dataloaders.input_checks import InputCheckError
+from models.training.train_loop import check_training_inputs
 from records import keys
 from records.protos import example_pb2
 from records.reader import read_records
@@ -77,7 +77,7 @@ def test_new_checkpoints_waits_for_each_and_stops_after_the_timeout(tmp_path):
 
     import tensorflow as tf
 
-    from models.evaluation import new_checkpoints
+    from models.evaluation.continuous_eval import new_checkpoints
 
     step = tf.Variable(0)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step), str(tmp_path), 5)

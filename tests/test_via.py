@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_prep.via import CSV_COLUMNS, read_raw, read_via
+from data_prep.formats.via import CSV_COLUMNS, read_raw, read_via
 from records.label_map import read_label_map
 from records.reader import read_examples
 from records.tfrecord_io import shard_glob

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.voc import VOC_CLASSES, read_voc, voc_box_to_pixels, voc_colormap
+from data_prep.formats.voc import VOC_CLASSES, read_voc, voc_box_to_pixels, voc_colormap
 from records.label_map import read_label_map
 from records.reader import read_examples
 from records.tfrecord_io import shard_glob

@@ -14,6 +14,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from core.cli import run_main
+from core.errors import UsageError
 from data_prep.synthetic.scenes import encode_image, generate_image
 
 # format -> module with write(images, output_dir, split) -> Path
@@ -28,7 +30,7 @@ def writer(name: str):
     try:
         return importlib.import_module(WRITERS[name])
     except KeyError:
-        raise ValueError(f"unknown format {name!r}; choose from {', '.join(WRITERS)}") from None
+        raise UsageError(f"unknown format {name!r}; choose from {', '.join(WRITERS)}") from None
 
 
 def write_split(output_dir: str | Path, split: str, count: int, seed: int = 0,
@@ -96,5 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def console_main() -> None:
+    """The installed command (pyproject.toml [project.scripts])."""
+    sys.exit(run_main(main))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

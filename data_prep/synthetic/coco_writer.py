@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from core.atomic_io import write_json_atomic
 from data_prep.synthetic.scenes import CLASSES, ShapeImage
-from records.atomic_io import write_json_atomic
 
 
 def coco_dict(images: list[ShapeImage], segmentation: str = "polygon") -> dict:

@@ -6,7 +6,7 @@ class-descriptions.csv (with the V6 header row), hierarchy.json and masks/*.png.
 at another resolution than their images; nearest-neighbour downscaling by 2 gives the
 visible pixels back exactly. Images stay in images/<split>/ as <ImageID>.jpg.
 
-The small hierarchy exercises every rule of data_prep.oid_hierarchy:
+The small hierarchy exercises every rule of records.class_hierarchy:
 
     Shape (depth 0)                      Symbol (depth 0)     Blob (depth 0, no children)
       Circle (1)                           Star (1)
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.atomic_io import write_json_atomic, write_text_atomic
 from data_prep.synthetic.scenes import CLASSES, ShapeImage
-from records.atomic_io import write_json_atomic, write_text_atomic
 
 ROOT = "/m/0bl9f"
 MIDS = {name: f"/m/shape_{name}" for name in CLASSES}

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from data_prep.mask_outline import is_simple_region, outline
+from data_prep.synthetic.mask_outline import is_simple_region, outline
 
 CLASSES = ("circle", "square", "triangle", "star")
 MIN_VISIBLE_FRACTION = 0.5  # an occluded object keeps at least half of itself

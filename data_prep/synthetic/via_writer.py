@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.atomic_io import write_json_atomic
 from data_prep.synthetic.scenes import ShapeImage
-from records.atomic_io import write_json_atomic
 
 CLASS_ATTRIBUTE = "shape"
 

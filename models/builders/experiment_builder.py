@@ -15,71 +15,19 @@ from typing import Sequence
 from official.core import config_definitions as cfg
 from official.vision.configs import maskrcnn as mg
 
-from models.builders import input_reader_builder, model_builder, optimizer_builder
-from pipelines.config_util import (PipelineConfig, PipelineConfigError, apply_overrides,
-                                   parse_pipeline_config)
+from models.builders import input_reader_builder, model_builder, optimizer_builder, stage_builder
+from models.builders.stage_builder import Stage
+from pipelines.config_util import (
+    PipelineConfig,
+    PipelineConfigError,
+    apply_overrides,
+    parse_pipeline_config,
+)
 
 # The OD API's eval_config.metrics_set names that we compute (COCO through Model Garden's
 # evaluator; the Open Images challenge metric in models/oid_metrics.py).
 KNOWN_METRICS_SETS = ("coco_detection_metrics", "coco_mask_metrics",
                       "oid_challenge_segmentation_metrics")
-TRAINABLE_PRESETS = ("heads", "5+", "4+", "3+", "all")
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One stage of training: up to `end_step`, training what allow/deny select."""
-
-    name: str
-    end_step: int
-    allow: tuple[str, ...]
-    deny: tuple[str, ...]
-
-
-def build_stages(train) -> tuple[list[Stage], tuple[list[int], list[float]] | None]:
-    """The training stages and, when they set learning rates, (ends, rates) for the schedule.
-
-    Without `stage` entries the whole run is one stage shaped by the top-level
-    trainable_layers / freeze_variables / update_trainable_variables.
-    """
-    from models.variables import PRESETS, trainable_patterns
-
-    def patterns(source, field):
-        if source.trainable_layers not in PRESETS:
-            raise PipelineConfigError(f"unknown preset {source.trainable_layers!r}; choose "
-                                      f"from {', '.join(TRAINABLE_PRESETS)}",
-                                      f"{field}.trainable_layers")
-        allow, deny = trainable_patterns(source.trainable_layers,
-                                         source.update_trainable_variables,
-                                         source.freeze_variables)
-        return tuple(allow), tuple(deny)
-
-    if not train.stage:
-        return [Stage("all", int(train.num_steps), *patterns(train, "train_config"))], None
-    if (train.trainable_layers != "all" or train.freeze_variables
-            or train.update_trainable_variables):
-        raise PipelineConfigError("with stages, set trainable_layers, freeze_variables and "
-                                  "update_trainable_variables in each stage",
-                                  "train_config.stage")
-    stages, end = [], 0
-    for index, stage in enumerate(train.stage):
-        field = f"train_config.stage[{index}]"
-        if stage.num_steps < 1:
-            raise PipelineConfigError("needs num_steps of at least 1", f"{field}.num_steps")
-        end += stage.num_steps
-        stages.append(Stage(stage.name or f"stage {index + 1}", end, *patterns(stage, field)))
-    if train.num_steps and train.num_steps != end:
-        raise PipelineConfigError(f"is {train.num_steps} but the stages add up to {end} "
-                                  "steps; leave it unset with stages", "train_config.num_steps")
-    train.num_steps = end
-    with_rate = [stage.HasField("learning_rate") for stage in train.stage]
-    if any(with_rate) and not all(with_rate):
-        raise PipelineConfigError("set learning_rate in every stage or in none (then the "
-                                  "optimizer's schedule runs across the stages)",
-                                  "train_config.stage")
-    rates = ([s.end_step for s in stages], [st.learning_rate for st in train.stage]
-             ) if all(with_rate) else None
-    return stages, rates
 
 
 @dataclasses.dataclass
@@ -129,7 +77,7 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
         raise PipelineConfigError("needs faster_rcnn { ... } (Mask R-CNN)", "model")
     faster_rcnn = pipeline.model.faster_rcnn
     train = pipeline.train_config
-    stages, stage_rates = build_stages(train)
+    stages, stage_rates = stage_builder.build_stages(train)
     model = model_builder.build_model_config(faster_rcnn)
     train_data = input_reader_builder.build_data_config(
         pipeline.train_input_reader, "train_input_reader", train.batch_size, True)

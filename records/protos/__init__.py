@@ -1,4 +1,6 @@
-"""Protobuf schemas of the record contract; generated modules are built on first import."""
-from buildtools.protos import ensure_compiled
+"""Protobuf schemas of the record contract. The *_pb2 modules are built by `make protos`."""
+from core.protos import generated_module
 
-ensure_compiled(__path__[0])
+
+def __getattr__(name: str):  # `from ... import x_pb2` before x_pb2 is imported
+    return generated_module(__name__, name)

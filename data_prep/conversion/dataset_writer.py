@@ -1,0 +1,171 @@
+"""Annotations -> every split's shards, label_map.pbtxt, summaries and TFDS metadata, all
+committed together at the end (or nothing, when any split fails).
+
+This is create_tfrecords.py's whole job once the annotations are read: choose the label map
+(given, or derived and checked against one already in the output directory), plan the
+splits (validation fraction, class balancing), convert each split with the local or the
+Beam runner, then commit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from core.errors import UsageError
+from data_prep.annotations import AnnotationSet, Problem
+from data_prep.conversion import splits
+from data_prep.conversion.image_record import ConversionError, ConvertOptions
+from data_prep.conversion.summary import SplitSummary
+from records.label_map import LabelMap, LabelMapError, read_label_map, write_label_map
+from records.tfds_metadata import remove_tfds_metadata, write_tfds_metadata
+
+log = logging.getLogger(__name__)
+LABEL_MAP_NAME = "label_map.pbtxt"
+RUNNERS = ("local", "beam")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    """Which splits a run writes and how the main split is balanced."""
+
+    split: str = "train"
+    val_fraction: float = 0.0  # also write a validation split of this fraction
+    val_split: str = "val"
+    seed: int = 0
+    max_images_per_class: int = 0  # cap frequent classes (0: no cap)
+    min_images_per_class: int = 0  # repeat images of rarer classes (0: no repeats)
+
+
+def resolve_label_map(annotations: AnnotationSet, output_dir: Path,
+                      label_map_path: str | None) -> LabelMap:
+    """The label map to write with: given, or derived from the data and checked against
+    one already in the output directory (so splits converted separately share ids)."""
+    if label_map_path:
+        return read_label_map(label_map_path)
+    derived = LabelMap.from_names(annotations.class_names, annotations.display_names)
+    if annotations.class_relations:
+        derived = with_relations(derived, annotations.class_relations)
+    existing_path = output_dir / LABEL_MAP_NAME
+    if existing_path.exists():
+        existing = read_label_map(existing_path)
+        if existing != derived:
+            raise LabelMapError(
+                f"{existing_path} already exists with other classes or ids than "
+                f"{annotations.source} gives ({existing.names} vs {derived.names}). Pass "
+                f"--label_map {existing_path} to use its ids, or remove it.")
+    return derived
+
+
+def with_relations(label_map: LabelMap, relations: dict) -> LabelMap:
+    """The label map with ancestor and descendant ids filled in from class names."""
+    ids = {item.name: item.id for item in label_map}
+
+    def to_ids(names) -> tuple[int, ...]:
+        return tuple(sorted(ids[n] for n in names if n in ids))
+
+    items = []
+    for item in label_map:
+        ancestors, descendants = relations.get(item.name, ((), ()))
+        items.append(dataclasses.replace(item, ancestor_ids=to_ids(ancestors),
+                                         descendant_ids=to_ids(descendants)))
+    return LabelMap(items, source=label_map.source)
+
+
+def unknown_class_problems(annotations: AnnotationSet, label_map: LabelMap) -> list[Problem]:
+    """Drops objects whose class the label map lacks, returning one error for each."""
+    problems = []
+    for image in annotations.images:
+        kept = []
+        for obj in image.objects:
+            if label_map.has_name(obj.class_name):
+                kept.append(obj)
+            else:
+                problems.append(Problem(
+                    "unknown_class", f"class {obj.class_name!r} is not in the label map "
+                    f"{label_map.source}", annotations.source,
+                    f"annotation {obj.annotation_id} ({image.file_name!r})"))
+        image.objects = kept
+    return problems
+
+
+def plan_splits(images: list, plan: SplitPlan) -> tuple[dict, dict]:
+    """Split name -> images to write, and split name -> balancing notes for its summary."""
+    notes: dict[str, dict] = {plan.split: {}}
+    if plan.val_fraction:
+        if plan.val_split == plan.split:
+            raise UsageError(f"--val_split must differ from --split ({plan.split!r})")
+        train, val = splits.split_train_val(images, plan.val_fraction, plan.seed)
+        planned = {plan.split: train, plan.val_split: val}
+        notes[plan.val_split] = {}
+    else:
+        planned = {plan.split: list(images)}
+    if plan.max_images_per_class:
+        planned[plan.split], dropped = splits.cap_images_per_class(
+            planned[plan.split], plan.max_images_per_class, plan.seed)
+        notes[plan.split]["images_dropped_by_max_images_per_class"] = dropped
+    if plan.min_images_per_class:
+        planned[plan.split], repeated = splits.repeat_rare_classes(
+            planned[plan.split], plan.min_images_per_class)
+        notes[plan.split]["images_repeated_by_min_images_per_class"] = repeated
+    return planned, notes
+
+
+def _split_writer(runner: str):
+    if runner == "beam":
+        try:
+            from data_prep.conversion.beam_runner import write_split as write_split_beam
+        except ModuleNotFoundError as err:  # the message says where Beam lives
+            raise UsageError(str(err)) from None
+        return write_split_beam
+    if runner != "local":
+        raise UsageError(f"unknown runner {runner!r}; choose from {', '.join(RUNNERS)}")
+    from data_prep.conversion.local_runner import write_split
+
+    return write_split
+
+
+def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_name: str,
+                  plan: SplitPlan = SplitPlan(), num_shards: int = 1, workers: int = 1,
+                  label_map_path: str | None = None,
+                  options: ConvertOptions = ConvertOptions(), runner: str = "local",
+                  beam_options: str = "", tfds_metadata: bool = True, progress: bool = True
+                  ) -> list[SplitSummary]:
+    """Converts every planned split, then commits all of them together."""
+    output_dir = Path(output_dir)
+    if num_shards < 1:
+        raise UsageError(f"--num_shards must be at least 1, got {num_shards}")
+    label_map = resolve_label_map(annotations, output_dir, label_map_path)
+    problems = annotations.problems + unknown_class_problems(annotations, label_map)
+    errors = [p for p in problems if p.is_error]
+    if errors and not options.skip_errors:
+        raise ConversionError(errors)
+    planned, notes = plan_splits(annotations.images, plan)
+    write = _split_writer(runner)
+    extra = {"beam_options": beam_options} if runner == "beam" else {}
+    summaries, pending = [], []
+    try:
+        for split, images in planned.items():
+            summary = SplitSummary(split=split, format=format_name, source=annotations.source,
+                                   class_names=label_map.names, notes=notes[split])
+            if split == plan.split:  # reading problems are counted once, in the main split
+                summary.add_problems(problems)
+            pending.append(write(images, label_map, str(output_dir), split, num_shards,
+                                 max(1, workers), options, summary, progress=progress,
+                                 **extra))
+            summaries.append(summary)
+    except BaseException:
+        for writer in pending:
+            writer.abort()
+        raise
+    for summary, writer in zip(summaries, pending):
+        summary.shards = [str(p) for p in writer.commit()]
+        summary.removed_stale_shards = [str(p) for p in writer.removed_stale]
+        summary.write(output_dir)
+    write_label_map(label_map, output_dir / LABEL_MAP_NAME)
+    if tfds_metadata:
+        write_tfds_metadata(output_dir, label_map)
+    else:  # an earlier run's metadata would describe other shards
+        for path in remove_tfds_metadata(output_dir):
+            log.info("removed stale TFDS metadata %s", path)
+    return summaries

@@ -1,0 +1,136 @@
+"""ImageAnnotation -> one serialized record: the per-image work of every runner.
+
+`convert_image` loads and checks the image, rasterizes each instance's mask, and encodes
+the record; it never raises for bad input but returns the Problems, which the runner
+(local_runner.py, beam_runner.py) counts or stops on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from core.errors import UserError
+from data_prep.annotations import ImageAnnotation, Problem
+from data_prep.boxes import clip_box, mask_box
+from data_prep.conversion.image_files import ImageFileError, fill_boxes_gray, load_image
+from data_prep.conversion.rasterize import MaskError, rasterize
+from records.example_codec import ImageExample, encode_example, encode_mask_png
+from records.label_map import LabelMap
+
+
+class ConversionError(UserError, RuntimeError):
+    """A problem stopped the run (without --skip_errors); no shard was written."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        shown = "\n".join(f"  {p}" for p in self.problems[:20])
+        more = len(self.problems) - 20
+        super().__init__(f"{len(self.problems)} error(s) in the input:\n{shown}" +
+                         (f"\n  ... and {more} more" if more > 0 else "") +
+                         "\nFix them, or pass --skip_errors to skip and count them.")
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    skip_errors: bool = False
+    drop_empty_images: bool = False
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """What converting one image produced: a record or nothing, and what went wrong."""
+
+    serialized: bytes | None
+    class_counts: Counter
+    num_crowd: int = 0
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    dropped_reason: str | None = None  # set when the image is left out without an error
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOptions,
+                  source: str) -> ImageResult:
+    """Builds the record of one image; errors are returned as Problems, never raised."""
+    record = f"image {item.image_id} ({item.file_name!r})"
+    try:
+        image = load_image(item.image_path)
+    except ImageFileError as err:
+        return _image_error(err.reason, str(err), source, record)
+    problems: list[Problem] = []
+    if image.reencoded:
+        problems.append(Problem("reencoded_image", "not JPEG/PNG (or CMYK): re-encoded as PNG",
+                                source, record, is_error=False, scope="image"))
+    annotated = (item.width, item.height)
+    if item.width and item.height and annotated != (image.width, image.height):
+        hint = (" (the file has an EXIF rotation: was it annotated in a viewer that rotates "
+                "it?)" if image.exif_rotated else "")
+        return _image_error("image_size_mismatch", f"annotations give size {item.width}x"
+                            f"{item.height} but the image file is {image.width}x"
+                            f"{image.height}{hint}", source, record)
+    width, height = image.width, image.height
+    example = ImageExample(encoded_image=b"", image_format=image.image_format, height=height,
+                           width=width, filename=item.file_name, source_id=str(item.source_id))
+    boxes, labels, texts, areas, crowd, masks, difficult, group_of = [], [], [], [], [], [], [], []
+    counts: Counter = Counter()
+    for obj in item.objects:
+        obj_record = f"annotation {obj.annotation_id} ({item.file_name!r})"
+        try:
+            mask = rasterize(obj.segmentation, height, width)
+        except MaskError as err:
+            problems.append(Problem("bad_mask", str(err), source, obj_record))
+            continue
+        box = obj.bbox if obj.bbox is not None else mask_box(mask)
+        if box is None:
+            problems.append(Problem("empty_mask", "mask has no pixels inside the image; "
+                                    "instance left out", source, obj_record, is_error=False))
+            continue
+        clipped = clip_box(box, width, height)
+        if clipped is None:
+            problems.append(Problem("box_outside_image", f"box {list(box)} lies outside the "
+                                    f"{width}x{height} image", source, obj_record))
+            continue
+        if not np.allclose(clipped, box, atol=1e-3):
+            problems.append(Problem("box_clipped", f"box {list(box)} clipped to the image",
+                                    source, obj_record, is_error=False))
+        x, y, w, h = clipped
+        boxes.append((y / height, x / width, (y + h) / height, (x + w) / width))
+        labels.append(label_map.id_of(obj.class_name))
+        texts.append(obj.class_name)
+        areas.append(obj.area if obj.area is not None else float(mask.sum()))
+        crowd.append(int(obj.is_crowd))
+        difficult.append(int(obj.difficult))
+        group_of.append(int(obj.group_of))
+        masks.append(encode_mask_png(mask))
+        counts[obj.class_name] += 1
+    if not masks and options.drop_empty_images:
+        return ImageResult(None, Counter(), problems=problems,
+                           dropped_reason="no_annotations")
+    if item.gray_boxes:
+        image = fill_boxes_gray(image, item.gray_boxes)
+    example.encoded_image = image.encoded
+    example.image_format = image.image_format
+    example.boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    example.labels = np.array(labels, np.int64)
+    example.texts = texts
+    example.areas = np.array(areas, np.float32)
+    example.is_crowd = np.array(crowd, np.int64)
+    example.masks_png = masks
+    example.difficult = np.array(difficult, np.int64) if any(difficult) else None
+    example.group_of = np.array(group_of, np.int64) if any(group_of) else None
+    return ImageResult(encode_example(example), counts, num_crowd=sum(crowd),
+                       problems=problems)
+
+
+def _image_error(reason: str, message: str, source: str, record: str) -> ImageResult:
+    return ImageResult(None, Counter(), problems=[Problem(reason, message, source, record,
+                                                          scope="image")])

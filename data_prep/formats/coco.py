@@ -1,0 +1,200 @@
+"""COCO instances JSON -> AnnotationSet.
+
+Handles polygons (one or more parts), uncompressed and compressed RLE, crowd annotations in
+either form, and non-contiguous category ids (mapped to label ids 1..K in category-id order).
+Masks are rasterized later exactly as pycocotools' `COCO.annToMask` does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from data_prep.annotations import (
+    AnnotationFileError,
+    AnnotationSet,
+    ImageAnnotation,
+    ObjectAnnotation,
+    Polygons,
+    Problem,
+    RunLengths,
+    load_json,
+    resolve_inside,
+)
+from data_prep.boxes import clip_box
+
+
+def _require_coco_layout(data: Any, path: str) -> None:
+    if isinstance(data, list):
+        raise AnnotationFileError(
+            f"{path}: not a COCO instances file: the top level is a list (a COCO results "
+            "file?); expected an object with 'images', 'annotations' and 'categories'")
+    if not isinstance(data, dict):
+        raise AnnotationFileError(f"{path}: not a COCO instances file: the top level is "
+                                  f"{type(data).__name__}, expected an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            found = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            raise AnnotationFileError(f"{path}: not a COCO instances file: '{key}' is {found}, "
+                                      "expected a list")
+
+
+class _Reader:
+    def __init__(self, path: str, images_dir: str):
+        self.path = path
+        self.images_dir = images_dir
+        self.problems: list[Problem] = []
+        self.skipped_image_ids: set = set()  # images already reported (e.g. bad path)
+
+    def problem(self, reason: str, record: str, message: str, is_error: bool = True,
+                scope: str = "annotation") -> None:
+        self.problems.append(Problem(reason, message, self.path, record, is_error, scope))
+
+    def categories(self, entries: list) -> dict[Any, str]:
+        names: dict[Any, str] = {}
+        for index, cat in enumerate(entries):
+            if not isinstance(cat, dict) or "id" not in cat or not cat.get("name"):
+                raise AnnotationFileError(f"{self.path}: categories[{index}] needs an 'id' and "
+                                          "a 'name'")
+            if cat["id"] in names:
+                raise AnnotationFileError(f"{self.path}: category id {cat['id']} is used twice")
+            names[cat["id"]] = str(cat["name"])
+        duplicates = {n for n in names.values() if list(names.values()).count(n) > 1}
+        if duplicates:
+            raise AnnotationFileError(f"{self.path}: category names {sorted(duplicates)} are "
+                                      "used by more than one category id")
+        return names
+
+    def images(self, entries: list) -> dict[Any, ImageAnnotation]:
+        images: dict[Any, ImageAnnotation] = {}
+        numeric_ids = all(isinstance(e, dict) and isinstance(e.get("id"), int)
+                          and not isinstance(e.get("id"), bool) and e["id"] >= 0
+                          for e in entries)
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
+                raise AnnotationFileError(f"{self.path}: images[{index}] needs an 'id' and a "
+                                          "'file_name'")
+            image_id, file_name = entry["id"], str(entry["file_name"])
+            record = f"image {image_id} ({file_name!r})"
+            if image_id in images:
+                raise AnnotationFileError(f"{self.path}: {record}: image id is used twice")
+            path = resolve_inside(self.images_dir, file_name)
+            if path is None:
+                self.problem("path_escapes_images_dir", record,
+                             f"file name escapes the images directory {self.images_dir}",
+                             scope="image")
+                continue
+            width, height = entry.get("width"), entry.get("height")
+            images[image_id] = ImageAnnotation(
+                image_path=str(path), file_name=file_name, image_id=str(image_id),
+                source_id=image_id if numeric_ids else index + 1,
+                width=int(width) if width else None, height=int(height) if height else None)
+        return images
+
+    def segmentation(self, ann: dict, record: str, image: ImageAnnotation):
+        segm = ann.get("segmentation")
+        if isinstance(segm, dict):
+            size = segm.get("size")
+            if "counts" not in segm or not (isinstance(size, list) and len(size) == 2):
+                self.problem("bad_rle", record, "RLE segmentation needs 'counts' and "
+                             "'size' [height, width]")
+                return None
+            height, width = int(size[0]), int(size[1])
+            if image.height and image.width and (height, width) != (image.height, image.width):
+                self.problem("rle_size_mismatch", record,
+                             f"RLE size {height}x{width} differs from the image's "
+                             f"{image.height}x{image.width} (height x width)")
+                return None
+            return RunLengths(segm["counts"], height, width)
+        if isinstance(segm, list) and segm and all(isinstance(v, (int, float)) for v in segm):
+            segm = [segm]  # a single flat polygon, as some tools write it
+        if not isinstance(segm, list) or not segm:
+            self.problem("no_segmentation", record,
+                         "has no segmentation (polygon or RLE); instance masks need one")
+            return None
+        parts = []
+        for part_index, part in enumerate(segm):
+            if not isinstance(part, list) or len(part) % 2 or not all(
+                    isinstance(v, (int, float)) for v in part):
+                self.problem("bad_polygon", record, f"polygon part {part_index} is not a flat "
+                             "list of x, y numbers")
+                return None
+            if len(part) < 6:
+                self.problem("polygon_too_few_points", record,
+                             f"polygon part {part_index} has {len(part) // 2} point(s); a "
+                             "polygon needs at least 3")
+                return None
+            parts.append(tuple(float(v) for v in part))
+        return Polygons(tuple(parts))
+
+    def annotation(self, ann: Any, index: int, images: dict, categories: dict
+                   ) -> tuple[Any, ObjectAnnotation] | None:
+        if not isinstance(ann, dict):
+            self.problem("bad_annotation", f"annotations[{index}]", "is not an object")
+            return None
+        ann_id = ann.get("id", f"#{index}")
+        record = f"annotation {ann_id}"
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            if ann.get("image_id") not in self.skipped_image_ids:
+                self.problem("unknown_image", record,
+                             f"names image id {ann.get('image_id')!r}, which is not in 'images'")
+            return None
+        record += f" (image {image.file_name!r})"
+        if ann.get("category_id") not in categories:
+            self.problem("unknown_category", record, f"names category id "
+                         f"{ann.get('category_id')!r}, which is not in 'categories'")
+            return None
+        segmentation = self.segmentation(ann, record, image)
+        if segmentation is None:
+            return None
+        bbox = ann.get("bbox")
+        if bbox is not None:
+            if not (isinstance(bbox, list) and len(bbox) == 4):
+                self.problem("bad_box", record, f"bbox {bbox!r} is not [x, y, width, height]")
+                return None
+            if bbox[2] <= 0 or bbox[3] <= 0:
+                self.problem("zero_area_box", record, f"bbox {bbox} has zero area "
+                             "(width or height <= 0)")
+                return None
+            if image.width and image.height:
+                clipped = clip_box(tuple(map(float, bbox)), image.width, image.height)
+                if clipped is None:
+                    self.problem("box_outside_image", record, f"bbox {bbox} lies outside the "
+                                 f"{image.width}x{image.height} image")
+                    return None
+                if clipped != tuple(bbox):
+                    self.problem("box_clipped", record, f"bbox {bbox} extends beyond the "
+                                 f"{image.width}x{image.height} image; clipped to "
+                                 f"{[round(v, 2) for v in clipped]}", is_error=False)
+                bbox = clipped
+        area = ann.get("area")
+        return ann.get("image_id"), ObjectAnnotation(
+            annotation_id=str(ann_id), class_name=categories[ann["category_id"]],
+            segmentation=segmentation, bbox=tuple(bbox) if bbox is not None else None,
+            is_crowd=bool(ann.get("iscrowd", 0)),
+            area=float(area) if isinstance(area, (int, float)) else None)
+
+
+def read_coco(annotations_file: str | Path, images_dir: str | Path) -> AnnotationSet:
+    """Reads a COCO instances file; problems are collected, not raised, except for a file
+    that is not COCO at all (AnnotationFileError)."""
+    path = str(annotations_file)
+    data = load_json(path, "COCO")
+    _require_coco_layout(data, path)
+    reader = _Reader(path, str(images_dir))
+    categories = reader.categories(data["categories"])
+    images = reader.images(data["images"])
+    reader.skipped_image_ids = {e.get("id") for e in data["images"] if isinstance(e, dict)
+                                } - set(images)
+    for index, ann in enumerate(data["annotations"]):
+        result = reader.annotation(ann, index, images, categories)
+        if result is not None:
+            image_id, obj = result
+            images[image_id].objects.append(obj)
+    class_names = [categories[cid] for cid in sorted(categories, key=_sort_key)]
+    return AnnotationSet(source=path, class_names=class_names, images=list(images.values()),
+                         problems=reader.problems)
+
+
+def _sort_key(category_id: Any) -> tuple:
+    return (0, category_id, "") if isinstance(category_id, (int, float)) else (1, 0, str(category_id))
