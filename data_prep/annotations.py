@@ -131,17 +131,54 @@ class AnnotationFileError(UserError, ValueError):
     """The annotation file as a whole cannot be used (unreadable, not this format)."""
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (json keeps the last one silently)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object_pairs_hook that refuses repeated keys."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return result
+
+
 def load_json(path: str | Path, format_name: str) -> Any:
-    """Loads a JSON annotation file, with errors that name the file and the position."""
+    """Loads a JSON annotation file, with errors that name the file and the position.
+
+    A key repeated in one object is an error: json would keep only its last value, so an
+    image or region written twice (a hand edit, a bad merge) would silently lose the first.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=unique_keys)
     except FileNotFoundError:
         raise AnnotationFileError(f"{path}: annotation file does not exist") from None
+    except IsADirectoryError:
+        raise AnnotationFileError(f"{path}: is a directory, not an annotation file") from None
     except UnicodeDecodeError as err:
         raise AnnotationFileError(f"{path}: not a {format_name} JSON file (not UTF-8 text: "
                                   f"{err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise AnnotationFileError(f"{path}: not a {format_name} JSON file (invalid JSON at "
                                   f"line {err.lineno} column {err.colno}: {err.msg})") from None
+    except DuplicateKeyError as err:
+        raise AnnotationFileError(
+            f"{path}: the key {err.key!r} appears twice in one JSON object, so the file is "
+            "ambiguous (JSON readers keep only the last one): remove or rename one of them"
+        ) from None
+    except RecursionError:
+        raise AnnotationFileError(f"{path}: not a {format_name} JSON file (nested too deeply)"
+                                  ) from None
+    except OSError as err:
+        raise AnnotationFileError(f"{path}: annotation file cannot be read: {err.strerror}"
+                                  ) from None

@@ -24,3 +24,12 @@ def mask_box(mask: np.ndarray) -> Box | None:
     cols = np.flatnonzero(mask.any(axis=0))
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]),
             float(rows[-1] + 1 - rows[0]))
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0

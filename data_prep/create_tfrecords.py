@@ -20,9 +20,12 @@ try:
 except ModuleNotFoundError as err:  # run as a script from a checkout that is not installed
     sys.exit(f"error: {err.name} is not importable: run `make venv` (or `pip install -e .` "
              "in the repository) and use that environment's python")
+from core.errors import UsageError
 from data_prep.conversion.dataset_writer import LABEL_MAP_NAME, RUNNERS, SplitPlan, write_dataset
 from data_prep.conversion.image_record import ConvertOptions, default_workers
+from data_prep.conversion.orientation import CONVENTIONS
 from data_prep.formats.command_line import FORMATS, add_format_flags, read_annotations
+from data_prep.safe_files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, FileLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_errors", action="store_true",
                         help="skip and count bad images and annotations instead of stopping")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    files_group = parser.add_argument_group("image files")
+    files_group.add_argument("--max_file_mb", type=int, default=DEFAULT_MAX_FILE_BYTES // 2**20,
+                             help="largest image or mask file read, in MiB (default: "
+                             "%(default)s)")
+    files_group.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                             help="largest image or mask decoded, width x height (default: "
+                             "%(default)s, Pillow's own limit)")
+    files_group.add_argument("--exif_orientation", choices=CONVENTIONS, default="stored",
+                             help="what the annotations were drawn on for JPEGs with an EXIF "
+                             "orientation: the stored pixels (default) or the image as "
+                             "viewers show it turned (display); records keep the stored "
+                             "pixels either way")
     split_group = parser.add_argument_group("validation split and class balance")
     split_group.add_argument("--val_fraction", type=float, default=0.0,
                              help="also write a validation split of this fraction of the "
@@ -79,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag in ("workers", "max_file_mb", "max_image_pixels"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     annotations = read_annotations(args)
     summaries = write_dataset(
         annotations, args.output_dir, args.format,
@@ -86,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   args.max_images_per_class, args.min_images_per_class),
         num_shards=args.num_shards, workers=args.workers, label_map_path=args.label_map,
         options=ConvertOptions(skip_errors=args.skip_errors,
-                               drop_empty_images=args.drop_empty_images),
+                               drop_empty_images=args.drop_empty_images,
+                               limits=FileLimits(args.max_file_mb * 2**20,
+                                                 args.max_image_pixels),
+                               exif_orientation=args.exif_orientation),
         runner=args.runner, beam_options=args.beam_options,
         tfds_metadata=not args.no_tfds_metadata, progress=not args.no_progress)
     for summary in summaries:

@@ -31,6 +31,7 @@ Design:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import struct
@@ -39,7 +40,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from core.atomic_io import write_json_atomic, write_text_atomic
+from core.atomic_io import write_text_atomic
 from core.cli import run_main
 from records import keys
 from records.label_map import LabelMap, read_label_map
@@ -192,17 +193,23 @@ def count_records_fast(path: str | Path) -> int:
     return count
 
 
-def find_splits(directory: str | Path) -> tuple[list[SplitShards], list[str]]:
+def find_splits(directory: str | Path, exclude: frozenset[str] = frozenset(),
+                ignore: frozenset[Path] = frozenset(), known: dict | None = None
+                ) -> tuple[list[SplitShards], list[str]]:
     """Complete NAME-?????-of-?????.tfrecord shard sets, and why others were left out.
 
     A split with shard sets of two sizes (an interrupted rewrite) is described by its
-    newest complete set, which is the one the converter committed last.
+    newest complete set, which is the one the converter committed last. Splits named in
+    `exclude` and files in `ignore` are not looked at; a split that `known` (name ->
+    SplitShards, from the metadata already there) describes with the same shard count and
+    bytes is taken from it without reading a record; one that cannot be counted (a
+    truncated file) is left out, with the reason.
     """
     directory = Path(directory)
     shard_sets: dict[str, dict[int, dict[int, Path]]] = defaultdict(lambda: defaultdict(dict))
     for path in directory.iterdir():
         match = SHARD_PATTERN.match(path.name)
-        if match and path.is_file():
+        if match and path.is_file() and match["name"] not in exclude and path not in ignore:
             shard_sets[match["name"]][int(match["count"])][int(match["index"])] = path
     splits, skipped = [], []
     for name in sorted(shard_sets):
@@ -218,9 +225,55 @@ def find_splits(directory: str | Path) -> tuple[list[SplitShards], list[str]]:
             continue
         count = max(complete, key=lambda c: max(p.stat().st_mtime for p in complete[c].values()))
         paths = [complete[count][i] for i in range(count)]
-        splits.append(SplitShards(name, [count_records_fast(p) for p in paths],
-                                  sum(p.stat().st_size for p in paths)))
+        num_bytes = sum(p.stat().st_size for p in paths)
+        previous = (known or {}).get(name)
+        if previous is not None and (len(previous.shard_lengths), previous.num_bytes) == (
+                count, num_bytes):
+            splits.append(previous)
+            continue
+        try:
+            lengths = [count_records_fast(p) for p in paths]
+        except CorruptRecordError as err:
+            skipped.append(f"{name}: {err}")
+            continue
+        splits.append(SplitShards(name, lengths, num_bytes))
     return splits, skipped
+
+
+def described_splits(directory: str | Path) -> dict[str, SplitShards]:
+    """The splits an existing dataset_info.json describes ({} when there is none or it is
+    not ours to read)."""
+    try:
+        info = json.loads((Path(directory) / DATASET_INFO_FILE).read_text(encoding="utf-8"))
+        return {s["name"]: SplitShards(s["name"], [int(n) for n in s["shardLengths"]],
+                                       int(s["numBytes"])) for s in info["splits"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def metadata_texts(output_dir: str | Path, label_map: LabelMap, planned: list[SplitShards],
+                   ignore: frozenset[Path] = frozenset(), dataset_name: str | None = None
+                   ) -> tuple[dict[str, str], list[str]]:
+    """The metadata files' contents (file name -> text) for the splits `planned` (being
+    written: their counts are known) and every other split on disk, before anything is
+    committed; and the shard sets left out, with why."""
+    others, skipped = find_splits(output_dir, frozenset(s.name for s in planned), ignore,
+                                  described_splits(output_dir))
+    for split in planned:
+        if not _TFDS_SPLIT_NAME.match(split.name):
+            skipped.append(f"{split.name}: tfds split names may hold only letters, digits, "
+                           "_ and -")
+    splits = sorted([s for s in planned if _TFDS_SPLIT_NAME.match(s.name)] + others,
+                    key=lambda s: s.name)
+    names = class_label_names(label_map)
+    info = dataset_info_json(dataset_name or dataset_name_for(output_dir), splits, label_map)
+    return {LABELS_FILE: "\n".join(names) + "\n",
+            FEATURES_FILE: _json_text(features_json(len(names))),
+            DATASET_INFO_FILE: _json_text(info)}, skipped
+
+
+def _json_text(value: dict) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
 def dataset_info_json(dataset_name: str, splits: list[SplitShards], label_map: LabelMap) -> dict:
@@ -255,14 +308,12 @@ def write_tfds_metadata(output_dir: str | Path, label_map: LabelMap | None = Non
     output_dir = Path(output_dir)
     if label_map is None:
         label_map = read_label_map(output_dir / LABEL_MAP_FILE)
-    names = class_label_names(label_map)
-    splits, skipped = find_splits(output_dir)
+    texts, skipped = metadata_texts(output_dir, label_map, [], dataset_name=dataset_name)
     for reason in skipped:
         warnings.warn(f"TFDS metadata leaves out {reason}", stacklevel=2)
-    paths = [write_text_atomic(output_dir / LABELS_FILE, "\n".join(names) + "\n"),
-             write_json_atomic(output_dir / FEATURES_FILE, features_json(len(names))),
-             write_json_atomic(output_dir / DATASET_INFO_FILE, dataset_info_json(
-                 dataset_name or dataset_name_for(output_dir), splits, label_map))]
+    paths = [write_text_atomic(output_dir / name, texts[name])
+             for name in (LABELS_FILE, FEATURES_FILE, DATASET_INFO_FILE)]
+    splits, _ = find_splits(output_dir)
     return TfdsMetadata(paths, splits, skipped)
 
 

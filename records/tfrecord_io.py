@@ -16,7 +16,8 @@ from typing import BinaryIO, Iterable, Iterator
 
 import google_crc32c
 
-from core.errors import UserError
+from core.directory_commit import DirectoryCommit, describe_os_error, prepare_directory
+from core.errors import OutputError, UserError
 
 _MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
@@ -71,17 +72,19 @@ def shard_paths(output_dir: Path, name: str, count: int) -> list[Path]:
     writer and the Beam runner, so both name and check shards alike."""
     if count < 1:
         raise ValueError(f"the number of shards must be at least 1, got {count}")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_directory(output_dir)
     return [output_dir / shard_name(name, i, count) for i in range(count)]
 
 
 class ShardedWriter:
     """Writes records round-robin into `count` shards, all-or-nothing.
 
-    Shards are written under hidden temporary names in the output directory and renamed only
-    when `commit()` runs, so a failed or interrupted run leaves neither half-written shards
-    nor a mix of old and new ones. Shards of the same split with another shard count, left
-    by an earlier run, are removed on commit so that `NAME-*.tfrecord` globs stay right.
+    Shards are written under hidden temporary names in the output directory and moved to
+    their final names only at commit (core/directory_commit.py), so a failed or interrupted
+    run leaves neither half-written shards nor a mix of old and new ones. Shards of the same
+    split with another shard count, left by an earlier run, are removed at commit so that
+    `NAME-*.tfrecord` globs stay right. `stage()` adds all of it to a larger commit (the
+    converter commits every split, summary and label map together).
     """
 
     def __init__(self, output_dir: str | Path, name: str, count: int):
@@ -89,8 +92,16 @@ class ShardedWriter:
         self.name = name
         self.count = count
         self.paths = shard_paths(self.output_dir, name, count)
-        self._tmp_paths = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in self.paths]
-        self._files: list[BinaryIO] = [open(p, "wb") for p in self._tmp_paths]
+        namer = DirectoryCommit(self.output_dir)
+        self._tmp_paths = [namer.temporary_path(p.name) for p in self.paths]
+        self._files: list[BinaryIO] = []
+        try:
+            for tmp in self._tmp_paths:
+                self._files.append(open(tmp, "wb"))
+        except OSError as err:
+            self.abort()
+            raise OutputError(describe_os_error(err, f"shards into {self.output_dir}")
+                              ) from None
         self.records_per_shard = [0] * count
         self._next = 0
         self.removed_stale: list[Path] = []
@@ -100,19 +111,51 @@ class ShardedWriter:
         if shard is None:
             shard = self._next
             self._next = (self._next + 1) % self.count
-        self._files[shard].write(frame_record(data))
+        try:
+            self._files[shard].write(frame_record(data))
+        except OSError as err:
+            raise OutputError(describe_os_error(err, str(self.paths[shard]))) from None
         self.records_per_shard[shard] += 1
+
+    def shard_lengths(self) -> list[int]:
+        return list(self.records_per_shard)
+
+    def staged_bytes(self) -> int:
+        """The size of the shards written so far (all of it once staged)."""
+        return sum(p.stat().st_size for p in self._tmp_paths if p.exists())
+
+    def stale_shards(self) -> list[Path]:
+        """This split's shards of another shard count, left by an earlier run."""
+        keep = set(self.paths)
+        stale = []
+        for path in sorted(self.output_dir.glob(f"{glob.escape(self.name)}-*-of-*.tfrecord")):
+            match = SHARD_PATTERN.match(path.name)
+            if match and match["name"] == self.name and path not in keep:
+                stale.append(path)
+        return stale
+
+    def stage(self, commit: DirectoryCommit) -> None:
+        """Closes every shard and adds it, and the removal of stale shards, to `commit`."""
+        try:
+            for f in self._files:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+        except OSError as err:
+            raise OutputError(describe_os_error(err, f"shards into {self.output_dir}")
+                              ) from None
+        self._files = []
+        for tmp, final in zip(self._tmp_paths, self.paths):
+            commit.add(final, tmp)
+        self.removed_stale = self.stale_shards()
+        for path in self.removed_stale:
+            commit.remove(path)
 
     def commit(self) -> list[Path]:
         """Closes every shard and moves it to its final name."""
-        for f in self._files:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        for tmp, final in zip(self._tmp_paths, self.paths):
-            os.replace(tmp, final)
-        self._files = []
-        self.removed_stale = self._remove_stale_shards()
+        commit = DirectoryCommit(self.output_dir)
+        self.stage(commit)
+        commit.commit()
         return self.paths
 
     def abort(self) -> None:
@@ -122,16 +165,6 @@ class ShardedWriter:
         self._files = []
         for tmp in self._tmp_paths:
             tmp.unlink(missing_ok=True)
-
-    def _remove_stale_shards(self) -> list[Path]:
-        keep = set(self.paths)
-        stale = []
-        for path in self.output_dir.glob(f"{glob.escape(self.name)}-*-of-*.tfrecord"):
-            match = SHARD_PATTERN.match(path.name)
-            if match and match["name"] == self.name and path not in keep:
-                path.unlink()
-                stale.append(path)
-        return stale
 
     def __enter__(self) -> "ShardedWriter":
         return self

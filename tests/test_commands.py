@@ -136,3 +136,23 @@ def test_the_installed_commands_exist_and_answer_help():
         result = subprocess.run([str(bin_dir / command), "--help"], capture_output=True,
                                 text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr)
+
+
+def test_a_record_corrupt_beyond_the_checked_sample_stops_training_naming_it(tmp_path):
+    """The input checks read the first 50 records; record 55's data checksum fails inside
+    TensorFlow's reader, which names only an offset: the error names file, record, byte."""
+    records = make_tiny_records(tmp_path / "data", train_images=60, val_images=2)
+    shard = next(records.glob("train-*.tfrecord"))
+    data = bytearray(shard.read_bytes())
+    offset = 0
+    for _ in range(55):  # skip 55 records: length (8) + its CRC (4) + data + data CRC (4)
+        offset += 16 + int.from_bytes(data[offset:offset + 8], "little")
+    data[offset + 12 + 40] ^= 0xFF  # a byte inside record 55's data
+    shard.write_bytes(bytes(data))
+    config = tiny_config(records, tmp_path / "pipeline.config", num_steps=2)
+    result = run_command("model_main_tf2.py", f"--pipeline_config_path={config}",
+                         f"--model_dir={tmp_path / 'model'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, result.stderr[-3000:]
+    assert f"{shard}: record 55 at byte {offset}: data checksum mismatch" in error[0], error

@@ -117,22 +117,37 @@ def test_a_failed_run_keeps_the_previous_shards(dataset, tmp_path):
 
 def test_box_outside_the_image_is_clipped_and_counted(dataset, tmp_path):
     data, images = dataset
-    ann = _first_ann(data)
+    ann = min(data["annotations"], key=lambda a: a["bbox"][0])  # nearest the left edge
     x, y, w, h = ann["bbox"]
-    ann["bbox"] = [x - 500, y, w + 500, h]
+    ann["bbox"] = [-1.5, y, w + x + 1.5, h]  # reaches 1.5 px beyond the left edge
     out = tmp_path / "out"
     result = convert(_write(data, tmp_path), images, out)
     assert result.returncode == 0
     summary = json.loads((out / "train.summary.json").read_text())
     assert summary["warnings"] == {"box_clipped": 1}
-    assert "annotation 1" in summary["examples"]["box_clipped"][0]
+    assert f"annotation {ann['id']}" in summary["examples"]["box_clipped"][0]
+    index = [a for a in data["annotations"] if a["image_id"] == ann["image_id"]].index(ann)
     first = next(e for e in read_examples(shard_glob(out, "train"))
                  if e.source_id == str(ann["image_id"]))
-    assert first.boxes[0][1] == 0.0  # xmin clipped to the image's left edge
+    assert first.boxes[index][1] == 0.0  # xmin clipped to the image's left edge
+    # 500 px beyond the image, a box far from the left edge is nowhere near its mask once
+    # clipped: it is replaced by the mask's box (docs/bad_input.md); both are counted.
+    ann["bbox"] = [x, y, w, h]
+    far = max(data["annotations"], key=lambda a: a["bbox"][0])
+    fx, fy, fw, fh = far["bbox"]
+    far["bbox"] = [fx - 500, fy, fw + 500, fh]
+    result = convert(_write(data, tmp_path), images, out)
+    summary = json.loads((out / "train.summary.json").read_text())
+    assert summary["warnings"] == {"box_clipped": 1, "box_from_mask": 1}
+    index = [a for a in data["annotations"] if a["image_id"] == far["image_id"]].index(far)
+    record = next(e for e in read_examples(shard_glob(out, "train"))
+                  if e.source_id == str(far["image_id"]))
+    assert abs(record.boxes[index][1] * 128 - fx) <= 1  # the mask's left edge, not 0
+    ann = far
     # Entirely outside: nothing is left after clipping, which is an error.
     ann["bbox"] = [500, 500, 10, 10]
     result = convert(_write(data, tmp_path), images, out, check=False)
-    assert result.returncode == 1 and "annotation 1" in result.stderr
+    assert result.returncode == 1 and f"annotation {ann['id']}" in result.stderr
     assert "outside" in result.stderr
 
 

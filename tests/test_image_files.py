@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.conversion.image_files import ImageFileError, fill_boxes_gray, load_image
+from data_prep.conversion.image_files import fill_boxes_gray, load_image
+from data_prep.safe_files import ImageFileError
 
 
 def _save(tmp_path, name, mode="RGB", fmt=None, size=(64, 48)):

@@ -25,7 +25,6 @@ import os
 import pickle
 import shlex
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +47,8 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineState
 
 from core.atomic_io import write_json_atomic
+from core.directory_commit import DirectoryCommit, describe_os_error
+from core.errors import OutputError
 from data_prep.annotations import ImageAnnotation, Problem
 from data_prep.conversion.image_record import (
     ConversionError,
@@ -57,6 +58,7 @@ from data_prep.conversion.image_record import (
 )
 from data_prep.conversion.summary import SplitSummary
 from records.label_map import LabelMap
+from records.tfds_metadata import count_records_fast
 from records.tfrecord_io import SHARD_PATTERN, shard_paths
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,14 @@ class BeamShards:
         self.name = name
         self.count = count
         self.paths = shard_paths(self.output_dir, name, count)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{name}.beam-", dir=self.output_dir))
+        # a name core/directory_commit.py clears when the run that made it was killed
+        self.staging = self.output_dir / f".{name}-beam.tmp-{os.getpid()}"
+        try:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir()
+        except OSError as err:
+            raise OutputError(describe_os_error(err, f"the staging directory {self.staging}")
+                              ) from None
         self.fatal_dir = self.staging / "fatal"
         self.fatal_dir.mkdir()
         self.removed_stale: list[Path] = []
@@ -194,30 +203,35 @@ class BeamShards:
             problems.extend(Problem(**p) for p in json.loads(path.read_text(encoding="utf-8")))
         return problems
 
-    def commit(self) -> list[Path]:
-        """Moves every shard to its final name; removes this split's shards of other counts."""
+    def stage(self, commit: DirectoryCommit) -> None:
+        """Adds every staged shard, and the removal of stale shards, to `commit`."""
         for final in self.paths:
             staged = self.staging / final.name
             if not staged.exists():  # a shard the runner left without records
                 staged.touch()
             with open(staged, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(staged, final)
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.removed_stale = self._remove_stale_shards()
-        return self.paths
+            commit.add(final, staged)
+        self.removed_stale = self._stale_shards()
+        for path in self.removed_stale:
+            commit.remove(path)
+
+    def shard_lengths(self) -> list[int]:
+        return [count_records_fast(self.staging / final.name) for final in self.paths]
+
+    def staged_bytes(self) -> int:
+        return sum((self.staging / final.name).stat().st_size for final in self.paths)
 
     def abort(self) -> None:
         """Deletes the staging directory; earlier outputs are untouched."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def _remove_stale_shards(self) -> list[Path]:
+    def _stale_shards(self) -> list[Path]:
         keep = set(self.paths)
         stale = []
         for path in self.output_dir.glob("*-of-*.tfrecord"):
             match = SHARD_PATTERN.match(path.name)
             if match and match["name"] == self.name and path not in keep:
-                path.unlink()
                 stale.append(path)
         return sorted(stale)
 

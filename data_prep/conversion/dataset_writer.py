@@ -1,5 +1,5 @@
 """Annotations -> every split's shards, label_map.pbtxt, summaries and TFDS metadata, all
-committed together at the end (or nothing, when any split fails).
+committed together at the end (or nothing, when anything fails).
 
 This is create_tfrecords.py's whole job once the annotations are read: choose the label map
 (given, or derived and checked against one already in the output directory), plan the
@@ -12,13 +12,14 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from core.directory_commit import DirectoryCommit, clear_leftovers, prepare_directory
 from core.errors import UsageError
 from data_prep.annotations import AnnotationSet, Problem
 from data_prep.conversion import splits
 from data_prep.conversion.image_record import ConversionError, ConvertOptions
 from data_prep.conversion.summary import SplitSummary
-from records.label_map import LabelMap, LabelMapError, read_label_map, write_label_map
-from records.tfds_metadata import remove_tfds_metadata, write_tfds_metadata
+from records.label_map import LabelMap, LabelMapError, format_label_map, read_label_map
+from records.tfds_metadata import METADATA_FILES, SplitShards, metadata_texts
 
 log = logging.getLogger(__name__)
 LABEL_MAP_NAME = "label_map.pbtxt"
@@ -131,7 +132,8 @@ def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_nam
                   options: ConvertOptions = ConvertOptions(), runner: str = "local",
                   beam_options: str = "", tfds_metadata: bool = True, progress: bool = True
                   ) -> list[SplitSummary]:
-    """Converts every planned split, then commits all of them together."""
+    """Converts every planned split, then commits all of it together: on any error the
+    output directory is left exactly as it was (core/directory_commit.py)."""
     output_dir = Path(output_dir)
     if num_shards < 1:
         raise UsageError(f"--num_shards must be at least 1, got {num_shards}")
@@ -143,7 +145,12 @@ def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_nam
     planned, notes = plan_splits(annotations.images, plan)
     write = _split_writer(runner)
     extra = {"beam_options": beam_options} if runner == "beam" else {}
+    created = not output_dir.exists()
+    prepare_directory(output_dir)
+    for path in clear_leftovers(output_dir):
+        log.info("removed %s, left by a converter run that was killed", path.name)
     summaries, pending = [], []
+    commit = DirectoryCommit(output_dir)
     try:
         for split, images in planned.items():
             summary = SplitSummary(split=split, format=format_name, source=annotations.source,
@@ -151,21 +158,45 @@ def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_nam
             if split == plan.split:  # reading problems are counted once, in the main split
                 summary.add_problems(problems)
             pending.append(write(images, label_map, str(output_dir), split, num_shards,
-                                 max(1, workers), options, summary, progress=progress,
-                                 **extra))
+                                 max(1 if extra else 0, workers), options, summary,
+                                 progress=progress, **extra))
             summaries.append(summary)
+        _stage_outputs(commit, output_dir, label_map, summaries, pending, tfds_metadata)
+        commit.commit()
+        for writer in pending:
+            writer.abort()  # deletes what is left of its temporaries (a Beam staging dir)
     except BaseException:
+        commit.abort()
         for writer in pending:
             writer.abort()
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # leave no empty directory behind either
         raise
-    for summary, writer in zip(summaries, pending):
-        summary.shards = [str(p) for p in writer.commit()]
-        summary.removed_stale_shards = [str(p) for p in writer.removed_stale]
-        summary.write(output_dir)
-    write_label_map(label_map, output_dir / LABEL_MAP_NAME)
-    if tfds_metadata:
-        write_tfds_metadata(output_dir, label_map)
-    else:  # an earlier run's metadata would describe other shards
-        for path in remove_tfds_metadata(output_dir):
-            log.info("removed stale TFDS metadata %s", path)
     return summaries
+
+
+def _stage_outputs(commit: DirectoryCommit, output_dir: Path, label_map: LabelMap,
+                   summaries: list[SplitSummary], writers: list, tfds_metadata: bool) -> None:
+    """Adds every split's shards, its summary, the label map and the TFDS metadata (or the
+    removal of an earlier run's) to `commit`; nothing is in place yet."""
+    planned, replaced = [], set()
+    for summary, writer in zip(summaries, writers):
+        writer.stage(commit)
+        summary.shards = [str(p) for p in writer.paths]
+        summary.removed_stale_shards = [str(p) for p in writer.removed_stale]
+        commit.write_json(output_dir / f"{summary.split}.summary.json", summary.to_dict())
+        planned.append(SplitShards(summary.split, writer.shard_lengths(),
+                                   writer.staged_bytes()))
+        replaced.update(writer.removed_stale)
+    commit.write_text(output_dir / LABEL_MAP_NAME, format_label_map(label_map))
+    if tfds_metadata:
+        texts, skipped = metadata_texts(output_dir, label_map, planned, frozenset(replaced))
+        for reason in skipped:
+            log.warning("TFDS metadata leaves out %s", reason)
+        for name, text in texts.items():
+            commit.write_text(output_dir / name, text)
+    else:  # an earlier run's metadata would describe other shards
+        for name in METADATA_FILES:
+            if (output_dir / name).exists():
+                log.info("removing stale TFDS metadata %s", output_dir / name)
+                commit.remove(output_dir / name)

@@ -4,6 +4,9 @@ JPEG and PNG bytes go into the records unchanged (no generation loss, no time sp
 re-encoding). Other formats, and JPEGs TensorFlow cannot decode (CMYK), are re-encoded
 losslessly as PNG. Every image is decoded once at 1/8 scale, which reads the whole
 compressed stream and so catches truncated or corrupt files for a fraction of a full decode.
+
+Files are opened through data_prep/safe_files.py: regular files within the size and pixel
+limits only.
 """
 from __future__ import annotations
 
@@ -14,18 +17,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.errors import UserError
+from data_prep.safe_files import FileLimits, ImageFileError, open_image, read_regular_file
 
 PASSTHROUGH = {"JPEG": "jpeg", "PNG": "png"}
 _EXIF_ORIENTATION = 0x0112
-
-
-class ImageFileError(UserError, ValueError):
-    """The image file is missing, unreadable or corrupt; `reason` is a summary code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+# EXIF orientations whose display size swaps width and height (rotated by 90 or 270)
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 
 
 @dataclasses.dataclass
@@ -35,32 +32,39 @@ class LoadedImage:
     width: int
     height: int
     reencoded: bool = False  # True when the source format could not be passed through
-    exif_rotated: bool = False  # EXIF says the camera image is displayed rotated
+    orientation: int = 1  # the EXIF orientation tag: 1 is upright, 2-8 rotate or mirror
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as a viewer that applies the EXIF orientation shows the image."""
+        if self.orientation in TRANSPOSED_ORIENTATIONS:
+            return self.height, self.width
+        return self.width, self.height
 
 
-def load_image(path: str) -> LoadedImage:
+def exif_orientation(img: Image.Image) -> int:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ImageFileError("missing_image", f"image file {path} does not exist") from None
-    except OSError as err:
-        raise ImageFileError("unreadable_image", f"image file {path} cannot be read: "
-                             f"{err.strerror}") from None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, mode, (width, height) = img.format, img.mode, img.size
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if fmt == "JPEG" else 1
-            if fmt not in PASSTHROUGH or (fmt == "JPEG" and mode == "CMYK"):
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  a malformed EXIF block: treat the image as upright
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def load_image(path: str, limits: FileLimits = FileLimits()) -> LoadedImage:
+    data = read_regular_file(path, limits)
+    with open_image(data, path, limits) as img:
+        fmt, mode, (width, height) = img.format, img.mode, img.size
+        orientation = exif_orientation(img) if fmt == "JPEG" else 1
+        if fmt not in PASSTHROUGH or (fmt == "JPEG" and mode == "CMYK"):
+            try:
                 return _reencode_png(img, fmt)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageFileError("corrupt_image", f"image file {path} cannot be decoded: "
-                             f"truncated or corrupt ({err})") from None
+            except (OSError, ValueError) as err:
+                raise ImageFileError("corrupt_image", f"image file {path} cannot be "
+                                     f"decoded: truncated or corrupt ({err})") from None
     if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
         raise ImageFileError("corrupt_image", f"image file {path} cannot be decoded: "
                              "truncated or corrupt")
-    return LoadedImage(data, PASSTHROUGH[fmt], width, height,
-                       exif_rotated=orientation in (5, 6, 7, 8))
+    return LoadedImage(data, PASSTHROUGH[fmt], width, height, orientation=orientation)
 
 
 def _reencode_png(img: Image.Image, fmt: str | None) -> LoadedImage:

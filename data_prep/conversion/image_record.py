@@ -14,10 +14,12 @@ from typing import Sequence
 import numpy as np
 
 from core.errors import UserError
-from data_prep.annotations import ImageAnnotation, Problem
-from data_prep.boxes import clip_box, mask_box
-from data_prep.conversion.image_files import ImageFileError, fill_boxes_gray, load_image
-from data_prep.conversion.rasterize import MaskError, rasterize
+from data_prep.annotations import ImageAnnotation, Polygons, Problem
+from data_prep.boxes import box_iou, clip_box, mask_box
+from data_prep.conversion.image_files import fill_boxes_gray, load_image
+from data_prep.conversion.orientation import display_to_stored, orientation_note
+from data_prep.conversion.rasterize import MaskError, polygon_overhang, rasterize
+from data_prep.safe_files import FileLimits, ImageFileError
 from records.example_codec import ImageExample, encode_example, encode_mask_png
 from records.label_map import LabelMap
 
@@ -34,10 +36,18 @@ class ConversionError(UserError, RuntimeError):
                          "\nFix them, or pass --skip_errors to skip and count them.")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ConvertOptions:
     skip_errors: bool = False
     drop_empty_images: bool = False
+    limits: FileLimits = FileLimits()  # file size and pixel caps of images and masks
+    exif_orientation: str = "stored"  # what the annotations were drawn on (orientation.py)
+
+
+# A given box whose IoU with its mask's tight box is below this is replaced by the latter.
+BOX_MASK_MIN_IOU = 0.5
+# Polygons reaching further than this beyond the image are counted as clipped.
+OVERHANG_PIXELS = 1.0
 
 
 @dataclasses.dataclass
@@ -63,20 +73,28 @@ def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOp
     """Builds the record of one image; errors are returned as Problems, never raised."""
     record = f"image {item.image_id} ({item.file_name!r})"
     try:
-        image = load_image(item.image_path)
+        image = load_image(item.image_path, options.limits)
     except ImageFileError as err:
         return _image_error(err.reason, str(err), source, record)
     problems: list[Problem] = []
     if image.reencoded:
         problems.append(Problem("reencoded_image", "not JPEG/PNG (or CMYK): re-encoded as PNG",
                                 source, record, is_error=False, scope="image"))
-    annotated = (item.width, item.height)
-    if item.width and item.height and annotated != (image.width, image.height):
-        hint = (" (the file has an EXIF rotation: was it annotated in a viewer that rotates "
-                "it?)" if image.exif_rotated else "")
+    display = options.exif_orientation == "display" and image.orientation != 1
+    if image.orientation != 1:
+        problems.append(Problem("exif_orientation", orientation_note(
+            image.orientation, options.exif_orientation), source, record, is_error=False,
+            scope="image"))
+    # the pixel grid the annotations were drawn on
+    drawn_width, drawn_height = image.display_size if display else (image.width, image.height)
+    if item.width and item.height and (item.width, item.height) != (drawn_width, drawn_height):
+        hint = ""
+        if image.orientation != 1 and (item.width, item.height) == image.display_size:
+            hint = (" (that is the size viewers show: the file has EXIF orientation "
+                    f"{image.orientation}; pass --exif_orientation display)")
         return _image_error("image_size_mismatch", f"annotations give size {item.width}x"
-                            f"{item.height} but the image file is {image.width}x"
-                            f"{image.height}{hint}", source, record)
+                            f"{item.height} but the image file is {drawn_width}x"
+                            f"{drawn_height}{hint}", source, record)
     width, height = image.width, image.height
     example = ImageExample(encoded_image=b"", image_format=image.image_format, height=height,
                            width=width, filename=item.file_name, source_id=str(item.source_id))
@@ -85,15 +103,30 @@ def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOp
     for obj in item.objects:
         obj_record = f"annotation {obj.annotation_id} ({item.file_name!r})"
         try:
-            mask = rasterize(obj.segmentation, height, width)
+            mask = rasterize(obj.segmentation, drawn_height, drawn_width, options.limits)
         except MaskError as err:
             problems.append(Problem("bad_mask", str(err), source, obj_record))
             continue
-        box = obj.bbox if obj.bbox is not None else mask_box(mask)
-        if box is None:
+        if isinstance(obj.segmentation, Polygons) and polygon_overhang(
+                obj.segmentation, drawn_height, drawn_width) > OVERHANG_PIXELS:
+            problems.append(Problem("polygon_clipped", "polygon reaches beyond the image; its "
+                                    "mask is clipped to the image", source, obj_record,
+                                    is_error=False))
+        given = obj.bbox
+        if display:
+            mask, given = display_to_stored(mask, image.orientation), None
+        tight = mask_box(mask)
+        if tight is None:
             problems.append(Problem("empty_mask", "mask has no pixels inside the image; "
                                     "instance left out", source, obj_record, is_error=False))
             continue
+        box = tight if given is None else given
+        if given is not None and box_iou(given, tight) < BOX_MASK_MIN_IOU:
+            problems.append(Problem("box_from_mask", f"bbox {[round(v, 2) for v in given]} "
+                                    f"overlaps its mask's box {list(tight)} by IoU "
+                                    f"{box_iou(given, tight):.2f}; the mask's box is used",
+                                    source, obj_record, is_error=False))
+            box = tight
         clipped = clip_box(box, width, height)
         if clipped is None:
             problems.append(Problem("box_outside_image", f"box {list(box)} lies outside the "

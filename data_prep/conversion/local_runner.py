@@ -8,9 +8,14 @@ however large the data set.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Sequence
 
+from core.errors import UserError
 from data_prep.annotations import ImageAnnotation
 from data_prep.conversion.image_record import (
     ConversionError,
@@ -24,6 +29,12 @@ from records.tfrecord_io import ShardedWriter
 
 # Worker state, set once per process by the pool initializer instead of pickled per image.
 _WORKER_ARGS: tuple | None = None
+IN_FLIGHT_PER_WORKER = 4  # chunks queued per worker: enough to keep it busy, memory flat
+ISOLATED_TIMEOUT = 300.0  # seconds an image may take when re-run alone to find a crash
+
+
+class WorkerDiedError(UserError):
+    """A worker process died (a signal, the out-of-memory killer) while converting."""
 
 
 def _init_worker(label_map: LabelMap, options: ConvertOptions, source: str) -> None:
@@ -31,22 +42,90 @@ def _init_worker(label_map: LabelMap, options: ConvertOptions, source: str) -> N
     _WORKER_ARGS = (label_map, options, source)
 
 
-def _convert_in_worker(item: ImageAnnotation) -> ImageResult:
-    return convert_image(item, *_WORKER_ARGS)
+def _convert_chunk(chunk: list[ImageAnnotation]) -> list[ImageResult]:
+    return [convert_image(item, *_WORKER_ARGS) for item in chunk]
+
+
+def _context():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return f"did not finish within {ISOLATED_TIMEOUT:.0f} s"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        oom = " (SIGKILL is what the kernel's out-of-memory killer sends)" \
+            if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{oom}"
+    return f"exited with code {code}"
+
+
+def _alone(item: ImageAnnotation, args: tuple) -> int | None:
+    """Converts one image in a process of its own; its exit code (None: it hung)."""
+    process = _context().Process(target=convert_image, args=(item, *args), daemon=True)
+    process.start()
+    process.join(ISOLATED_TIMEOUT)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return None
+    return process.exitcode
+
+
+def _worker_died(candidates: list[ImageAnnotation], args: tuple) -> WorkerDiedError:
+    """Re-runs each image that was being converted when a worker died, alone, to name the
+    one that kills its process."""
+    for item in candidates:
+        code = _alone(item, args)
+        if code != 0:
+            return WorkerDiedError(
+                f"{args[2]}: image {item.image_id} ({item.file_name!r}): the converter "
+                f"process {_exit_description(code)} while converting it; the run stopped "
+                "and wrote nothing. Check the image file and its annotations (or the "
+                "machine's free memory), then convert again")
+    names = ", ".join(repr(item.file_name) for item in candidates[:10])
+    return WorkerDiedError(f"{args[2]}: a converter process died (killed from outside, or "
+                           f"out of memory?) while converting one of: {names}; none of them "
+                           "kills a process when converted alone. The run stopped and wrote "
+                           "nothing; convert again")
 
 
 def _results(images: Sequence[ImageAnnotation], workers: int, label_map: LabelMap,
              options: ConvertOptions, source: str) -> Iterable[ImageResult]:
-    if workers <= 1 or len(images) < 2:
+    """Each image's result, in input order. workers <= 0 converts in this process (for
+    tests); otherwise worker processes do, and one that dies stops the run with the image
+    it was converting named, instead of hanging the pool."""
+    args = (label_map, options, source)
+    if workers <= 0:
         for item in images:
-            yield convert_image(item, label_map, options, source)
+            yield convert_image(item, *args)
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    chunksize = max(1, min(32, len(images) // (workers * 8)))
-    with context.Pool(workers, initializer=_init_worker,
-                      initargs=(label_map, options, source)) as pool:
-        yield from pool.imap(_convert_in_worker, images, chunksize=chunksize)
+    size = max(1, min(32, len(images) // (workers * 8)))
+    chunks = [list(images[i:i + size]) for i in range(0, len(images), size)]
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_worker,
+                               initargs=args)
+    pending: deque = deque()
+    try:
+        submitted = 0
+        while submitted < len(chunks) or pending:
+            while submitted < len(chunks) and len(pending) < workers * IN_FLIGHT_PER_WORKER:
+                pending.append((chunks[submitted], pool.submit(_convert_chunk,
+                                                               chunks[submitted])))
+                submitted += 1
+            chunk, future = pending.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                in_flight = chunk + [item for other, _ in pending for item in other]
+                raise _worker_died(in_flight, args) from None
+            yield from results
+    finally:  # also when the caller stops early (an error): queued chunks are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def write_split(images: Sequence[ImageAnnotation], label_map: LabelMap, output_dir: str,

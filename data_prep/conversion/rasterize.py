@@ -3,6 +3,12 @@
 Polygons and RLE go through pycocotools exactly as `COCO.annToMask` does, so masks match it
 bit for bit; mask files are read with PIL (palette indices stay indices, 1-bit stays binary)
 and resized to the image with nearest-neighbour sampling.
+
+Nothing reaches pycocotools that could make it misbehave: polygon vertices must lie within
+one image width (height) of the image, where the mask is clipped to the image (vertices
+further out are absurd and refused: pycocotools overflows on them), and an RLE must be of
+the image's size (its counts were checked by data_prep/run_lengths.py). Mask files are read
+only when they are regular files within the size and pixel limits (image_files.py).
 """
 from __future__ import annotations
 
@@ -10,23 +16,52 @@ import functools
 
 import cv2
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from core.errors import UserError
 from data_prep.annotations import MaskFile, Polygons, RunLengths, Segmentation
+from data_prep.safe_files import FileLimits, ImageFileError, open_image, read_regular_file
 
 
 class MaskError(UserError, ValueError):
     """A segmentation cannot be turned into a mask."""
 
 
-def rasterize(segmentation: Segmentation, height: int, width: int) -> np.ndarray:
+def polygon_overhang(polygons: Polygons, height: int, width: int) -> float:
+    """How far (pixels) the polygon reaches beyond the image, 0 when it is inside."""
+    xs = np.concatenate([np.asarray(p[0::2], np.float64) for p in polygons.parts])
+    ys = np.concatenate([np.asarray(p[1::2], np.float64) for p in polygons.parts])
+    return float(max(0.0, -xs.min(), xs.max() - width, -ys.min(), ys.max() - height))
+
+
+def check_polygons(polygons: Polygons, height: int, width: int) -> None:
+    """Raises MaskError unless every vertex is finite and within one image size of it."""
+    for index, part in enumerate(polygons.parts):
+        points = np.asarray(part, np.float64).reshape(-1, 2)
+        if not np.isfinite(points).all():
+            raise MaskError(f"polygon part {index} has a coordinate that is not a finite "
+                            "number")
+        outside = ((points[:, 0] < -width) | (points[:, 0] > 2 * width)
+                   | (points[:, 1] < -height) | (points[:, 1] > 2 * height))
+        if outside.any():
+            x, y = points[np.argmax(outside)]
+            raise MaskError(f"polygon part {index} has the point ({x:g}, {y:g}), more than an "
+                            f"image size outside the {width}x{height} image (vertices may lie "
+                            "up to one image width or height outside it, where the mask is "
+                            "clipped)")
+
+
+def rasterize(segmentation: Segmentation, height: int, width: int,
+              limits: "FileLimits | None" = None) -> np.ndarray:
     """Returns a uint8 [height, width] mask with values 0/1."""
     if isinstance(segmentation, Polygons):
+        check_polygons(segmentation, height, width)
         rles = mask_utils.frPyObjects([list(p) for p in segmentation.parts], height, width)
         return mask_utils.decode(mask_utils.merge(rles))
     if isinstance(segmentation, RunLengths):
+        if (segmentation.height, segmentation.width) != (height, width):
+            raise MaskError(f"RLE size {segmentation.height}x{segmentation.width} differs "
+                            f"from the image's {height}x{width} (height x width)")
         rle = {"counts": segmentation.counts, "size": [segmentation.height, segmentation.width]}
         if isinstance(segmentation.counts, list):
             rle = mask_utils.frPyObjects(rle, segmentation.height, segmentation.width)
@@ -35,26 +70,28 @@ def rasterize(segmentation: Segmentation, height: int, width: int) -> np.ndarray
         except Exception as err:  # pycocotools raises bare ValueError/TypeError
             raise MaskError(f"RLE does not decode: {err}") from None
     if isinstance(segmentation, MaskFile):
-        return _mask_from_file(segmentation, height, width)
+        return _mask_from_file(segmentation, height, width, limits or FileLimits())
     raise TypeError(f"unknown segmentation type {type(segmentation).__name__}")
 
 
 @functools.lru_cache(maxsize=8)
-def _read_mask_image(path: str) -> np.ndarray:
+def _read_mask_image(path: str, limits: FileLimits) -> np.ndarray:
     # Cached: a VOC SegmentationObject PNG holds every instance of its image.
     try:
-        with Image.open(path) as img:
+        data = read_regular_file(path, limits, "mask file")
+        with open_image(data, path, limits, "mask file") as img:
             if img.mode not in ("1", "L", "P", "I;16", "I"):
                 img = img.convert("L")
             return np.asarray(img)
-    except FileNotFoundError:
-        raise MaskError(f"mask file {path} does not exist") from None
+    except ImageFileError as err:
+        raise MaskError(str(err)) from None
     except OSError as err:
         raise MaskError(f"mask file {path} cannot be read: {err}") from None
 
 
-def _mask_from_file(spec: MaskFile, height: int, width: int) -> np.ndarray:
-    pixels = _read_mask_image(spec.path)
+def _mask_from_file(spec: MaskFile, height: int, width: int, limits: FileLimits
+                    ) -> np.ndarray:
+    pixels = _read_mask_image(spec.path, limits)
     mask = (pixels != 0) if spec.value is None else (pixels == spec.value)
     mask = mask.astype(np.uint8)
     if mask.shape != (height, width):

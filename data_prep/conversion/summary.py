@@ -6,7 +6,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from core.atomic_io import write_json_atomic
 from data_prep.annotations import Problem
 
 if TYPE_CHECKING:
@@ -83,9 +82,6 @@ class SplitSummary:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images / self.seconds, 1) if self.seconds else None,
         }
-
-    def write(self, output_dir: str | Path) -> Path:
-        return write_json_atomic(Path(output_dir) / f"{self.split}.summary.json", self.to_dict())
 
     def format_text(self) -> str:
         """A short human-readable report for the terminal."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from data_prep import field_checks
 from data_prep.annotations import (
     AnnotationFileError,
     AnnotationSet,
@@ -21,6 +22,8 @@ from data_prep.annotations import (
     resolve_inside,
 )
 from data_prep.boxes import clip_box
+from data_prep.field_checks import FieldError, coordinates, finite_number, identifier, integer
+from data_prep.run_lengths import run_length_counts
 
 
 def _require_coco_layout(data: Any, path: str) -> None:
@@ -55,9 +58,17 @@ class _Reader:
             if not isinstance(cat, dict) or "id" not in cat or not cat.get("name"):
                 raise AnnotationFileError(f"{self.path}: categories[{index}] needs an 'id' and "
                                           "a 'name'")
-            if cat["id"] in names:
-                raise AnnotationFileError(f"{self.path}: category id {cat['id']} is used twice")
-            names[cat["id"]] = str(cat["name"])
+            try:
+                category_id = identifier(cat["id"], f"categories[{index}].id")
+            except FieldError as err:
+                raise AnnotationFileError(f"{self.path}: {err}") from None
+            if not isinstance(cat["name"], (str, int, float)) or isinstance(cat["name"], bool):
+                raise AnnotationFileError(f"{self.path}: categories[{index}].name is "
+                                          f"{cat['name']!r}, not a name")
+            if category_id in names:
+                raise AnnotationFileError(f"{self.path}: category id {category_id} is used "
+                                          "twice")
+            names[category_id] = str(cat["name"])
         duplicates = {n for n in names.values() if list(names.values()).count(n) > 1}
         if duplicates:
             raise AnnotationFileError(f"{self.path}: category names {sorted(duplicates)} are "
@@ -73,21 +84,31 @@ class _Reader:
             if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
                 raise AnnotationFileError(f"{self.path}: images[{index}] needs an 'id' and a "
                                           "'file_name'")
-            image_id, file_name = entry["id"], str(entry["file_name"])
-            record = f"image {image_id} ({file_name!r})"
+            try:
+                image_id = identifier(entry["id"], "id")
+            except FieldError as err:
+                self.problem("bad_image_entry", f"images[{index}]", str(err), scope="image")
+                continue
+            record = f"image {image_id} ({entry['file_name']!r})"
             if image_id in images:
                 raise AnnotationFileError(f"{self.path}: {record}: image id is used twice")
+            try:
+                file_name = field_checks.file_name(entry["file_name"], "file_name")
+                width, height = (None if entry.get(key) is None else
+                                 integer(entry[key], key, minimum=1)
+                                 for key in ("width", "height"))
+            except FieldError as err:
+                self.problem("bad_image_entry", record, str(err), scope="image")
+                continue
             path = resolve_inside(self.images_dir, file_name)
             if path is None:
                 self.problem("path_escapes_images_dir", record,
                              f"file name escapes the images directory {self.images_dir}",
                              scope="image")
                 continue
-            width, height = entry.get("width"), entry.get("height")
             images[image_id] = ImageAnnotation(
                 image_path=str(path), file_name=file_name, image_id=str(image_id),
-                source_id=image_id if numeric_ids else index + 1,
-                width=int(width) if width else None, height=int(height) if height else None)
+                source_id=image_id if numeric_ids else index + 1, width=width, height=height)
         return images
 
     def segmentation(self, ann: dict, record: str, image: ImageAnnotation):
@@ -98,14 +119,20 @@ class _Reader:
                 self.problem("bad_rle", record, "RLE segmentation needs 'counts' and "
                              "'size' [height, width]")
                 return None
-            height, width = int(size[0]), int(size[1])
+            try:
+                height, width = (integer(v, f"segmentation.size[{i}]", minimum=1)
+                                 for i, v in enumerate(size))
+                counts = run_length_counts(segm["counts"], height, width)
+            except FieldError as err:
+                self.problem("bad_rle", record, str(err))
+                return None
             if image.height and image.width and (height, width) != (image.height, image.width):
                 self.problem("rle_size_mismatch", record,
                              f"RLE size {height}x{width} differs from the image's "
                              f"{image.height}x{image.width} (height x width)")
                 return None
-            return RunLengths(segm["counts"], height, width)
-        if isinstance(segm, list) and segm and all(isinstance(v, (int, float)) for v in segm):
+            return RunLengths(counts, height, width)
+        if isinstance(segm, list) and segm and not any(isinstance(v, list) for v in segm):
             segm = [segm]  # a single flat polygon, as some tools write it
         if not isinstance(segm, list) or not segm:
             self.problem("no_segmentation", record,
@@ -113,66 +140,98 @@ class _Reader:
             return None
         parts = []
         for part_index, part in enumerate(segm):
-            if not isinstance(part, list) or len(part) % 2 or not all(
-                    isinstance(v, (int, float)) for v in part):
+            field = f"segmentation[{part_index}]"
+            if not isinstance(part, list) or len(part) % 2:
                 self.problem("bad_polygon", record, f"polygon part {part_index} is not a flat "
                              "list of x, y numbers")
+                return None
+            try:
+                part = coordinates(part, field)
+            except FieldError as err:
+                self.problem("bad_polygon", record, f"polygon part {part_index}: {err}")
                 return None
             if len(part) < 6:
                 self.problem("polygon_too_few_points", record,
                              f"polygon part {part_index} has {len(part) // 2} point(s); a "
                              "polygon needs at least 3")
                 return None
-            parts.append(tuple(float(v) for v in part))
+            parts.append(part)
         return Polygons(tuple(parts))
+
+    def box(self, bbox: Any, record: str, image: ImageAnnotation):
+        """The checked (x, y, w, h) box; False when it is unusable (reported)."""
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            self.problem("bad_box", record, f"bbox {bbox!r} is not [x, y, width, height]")
+            return False
+        try:
+            bbox = coordinates(bbox, "bbox")
+        except FieldError as err:
+            self.problem("bad_box", record, str(err))
+            return False
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            self.problem("zero_area_box", record, f"bbox {list(bbox)} has zero area "
+                         "(width or height <= 0)")
+            return False
+        if image.width and image.height:
+            clipped = clip_box(bbox, image.width, image.height)
+            if clipped is None:
+                self.problem("box_outside_image", record, f"bbox {list(bbox)} lies outside "
+                             f"the {image.width}x{image.height} image")
+                return False
+            if clipped != bbox:
+                self.problem("box_clipped", record, f"bbox {list(bbox)} extends beyond the "
+                             f"{image.width}x{image.height} image; clipped to "
+                             f"{[round(v, 2) for v in clipped]}", is_error=False)
+            bbox = clipped
+        return bbox
 
     def annotation(self, ann: Any, index: int, images: dict, categories: dict
                    ) -> tuple[Any, ObjectAnnotation] | None:
         if not isinstance(ann, dict):
             self.problem("bad_annotation", f"annotations[{index}]", "is not an object")
             return None
-        ann_id = ann.get("id", f"#{index}")
+        try:
+            ann_id = identifier(ann["id"], "id") if "id" in ann else f"#{index}"
+        except FieldError as err:
+            self.problem("bad_annotation", f"annotations[{index}]", str(err))
+            return None
         record = f"annotation {ann_id}"
-        image = images.get(ann.get("image_id"))
+        try:
+            image_id = identifier(ann.get("image_id"), "image_id")
+            category_id = identifier(ann.get("category_id"), "category_id")
+        except FieldError as err:
+            self.problem("bad_annotation", record, str(err))
+            return None
+        image = images.get(image_id)
         if image is None:
-            if ann.get("image_id") not in self.skipped_image_ids:
+            if image_id not in self.skipped_image_ids:
                 self.problem("unknown_image", record,
-                             f"names image id {ann.get('image_id')!r}, which is not in 'images'")
+                             f"names image id {image_id!r}, which is not in 'images'")
             return None
         record += f" (image {image.file_name!r})"
-        if ann.get("category_id") not in categories:
+        if category_id not in categories:
             self.problem("unknown_category", record, f"names category id "
-                         f"{ann.get('category_id')!r}, which is not in 'categories'")
+                         f"{category_id!r}, which is not in 'categories'")
+            return None
+        try:
+            is_crowd = field_checks.flag(ann.get("iscrowd", 0), "iscrowd")
+            area = (None if ann.get("area") is None
+                    else finite_number(ann["area"], "area"))
+        except FieldError as err:
+            self.problem("bad_annotation", record, str(err))
             return None
         segmentation = self.segmentation(ann, record, image)
         if segmentation is None:
             return None
         bbox = ann.get("bbox")
         if bbox is not None:
-            if not (isinstance(bbox, list) and len(bbox) == 4):
-                self.problem("bad_box", record, f"bbox {bbox!r} is not [x, y, width, height]")
+            bbox = self.box(bbox, record, image)
+            if bbox is False:
                 return None
-            if bbox[2] <= 0 or bbox[3] <= 0:
-                self.problem("zero_area_box", record, f"bbox {bbox} has zero area "
-                             "(width or height <= 0)")
-                return None
-            if image.width and image.height:
-                clipped = clip_box(tuple(map(float, bbox)), image.width, image.height)
-                if clipped is None:
-                    self.problem("box_outside_image", record, f"bbox {bbox} lies outside the "
-                                 f"{image.width}x{image.height} image")
-                    return None
-                if clipped != tuple(bbox):
-                    self.problem("box_clipped", record, f"bbox {bbox} extends beyond the "
-                                 f"{image.width}x{image.height} image; clipped to "
-                                 f"{[round(v, 2) for v in clipped]}", is_error=False)
-                bbox = clipped
-        area = ann.get("area")
-        return ann.get("image_id"), ObjectAnnotation(
-            annotation_id=str(ann_id), class_name=categories[ann["category_id"]],
-            segmentation=segmentation, bbox=tuple(bbox) if bbox is not None else None,
-            is_crowd=bool(ann.get("iscrowd", 0)),
-            area=float(area) if isinstance(area, (int, float)) else None)
+        return image_id, ObjectAnnotation(
+            annotation_id=str(ann_id), class_name=categories[category_id],
+            segmentation=segmentation, bbox=bbox, is_crowd=is_crowd,
+            area=area if area is not None and area >= 0 else None)
 
 
 def read_coco(annotations_file: str | Path, images_dir: str | Path) -> AnnotationSet:
@@ -184,8 +243,8 @@ def read_coco(annotations_file: str | Path, images_dir: str | Path) -> Annotatio
     reader = _Reader(path, str(images_dir))
     categories = reader.categories(data["categories"])
     images = reader.images(data["images"])
-    reader.skipped_image_ids = {e.get("id") for e in data["images"] if isinstance(e, dict)
-                                } - set(images)
+    reader.skipped_image_ids = {_hashable(e.get("id")) for e in data["images"]
+                                if isinstance(e, dict)} - set(images)
     for index, ann in enumerate(data["annotations"]):
         result = reader.annotation(ann, index, images, categories)
         if result is not None:
@@ -194,6 +253,10 @@ def read_coco(annotations_file: str | Path, images_dir: str | Path) -> Annotatio
     class_names = [categories[cid] for cid in sorted(categories, key=_sort_key)]
     return AnnotationSet(source=path, class_names=class_names, images=list(images.values()),
                          problems=reader.problems)
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, type(None))) else repr(value)
 
 
 def _sort_key(category_id: Any) -> tuple:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from data_prep.annotations import AnnotationFileError, AnnotationSet
+from data_prep.safe_files import FileLimits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,8 @@ def _read_voc(args: argparse.Namespace) -> AnnotationSet:
                         "Annotations/, JPEGImages/, SegmentationObject/ ...")
     return _reader("data_prep.formats.voc", "read_voc")(
         root, images_dir=args.images_dir, image_set=args.image_set,
-        drop_difficult=args.drop_difficult)
+        drop_difficult=args.drop_difficult,
+        limits=FileLimits(args.max_file_mb * 2**20, args.max_image_pixels))
 
 
 # --- tfds ---------------------------------------------------------------------------------

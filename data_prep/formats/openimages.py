@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import gc
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -47,6 +48,7 @@ from data_prep.formats.openimages_classes import (
     read_class_descriptions,
     resolve_classes,
 )
+from data_prep.safe_files import is_regular_file
 from records.class_hierarchy import GROUPS, LAYER1, GroupDecision, Hierarchy, load_hierarchy
 
 REQUIRED_COLUMNS = ("MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax",
@@ -106,9 +108,12 @@ def _record(line: int, image_id: str, box_id: str) -> str:
 
 def _parse_box(row: list[str], columns: tuple[int, int, int, int]) -> Box | None:
     try:
-        x0, x1, y0, y1 = (min(max(float(row[i]), 0.0), 1.0) for i in columns)
+        values = [float(row[i]) for i in columns]
     except (ValueError, IndexError):
         return None
+    if not all(math.isfinite(v) for v in values):  # float() reads "nan" and "inf"
+        return None
+    x0, x1, y0, y1 = (min(max(v, 0.0), 1.0) for v in values)
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
@@ -122,6 +127,8 @@ def _iou(a: Box, b: Box) -> float:
 
 
 def _image_size(path: str) -> tuple[int, int] | None:
+    if not is_regular_file(path):
+        return None  # the converter reports the image itself
     try:
         with Image.open(path) as img:  # reads the header only
             return img.size

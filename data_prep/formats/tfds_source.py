@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import io
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -240,6 +241,10 @@ class Extractor:
         if s.bbox_key:
             ymin, xmin, ymax, xmax = (float(v) for v in objects[s.bbox_key][k])
             bbox = (xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height)
+            if not all(math.isfinite(v) for v in bbox):
+                self.problems.append(Problem("bad_box", f"bbox {bbox} is not finite",
+                                             self.source, record))
+                return None
             if bbox[2] <= 0 or bbox[3] <= 0:
                 self.problems.append(Problem("zero_area_box", f"bbox {bbox} has zero area",
                                              self.source, record))

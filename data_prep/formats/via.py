@@ -24,12 +24,14 @@ from typing import Any
 from data_prep.annotations import (
     AnnotationFileError,
     AnnotationSet,
+    DuplicateKeyError,
     ImageAnnotation,
     ObjectAnnotation,
     Polygons,
     Problem,
     load_json,
     resolve_inside,
+    unique_keys,
 )
 from data_prep.formats.via_shapes import UnusableShape, shape_polygon
 
@@ -130,9 +132,13 @@ def _json_cell(row: dict, column: str) -> tuple[Any, str | None]:
     if text is None or not text.strip():
         return {}, None
     try:
-        return json.loads(text), None
+        return json.loads(text, object_pairs_hook=unique_keys), None
     except json.JSONDecodeError as err:
         return None, f"{column} is not valid JSON ({err.msg}): {text[:60]!r}"
+    except DuplicateKeyError as err:
+        return None, f"{column} names the key {err.key!r} twice (ambiguous): {text[:60]!r}"
+    except RecursionError:
+        return None, f"{column} is nested too deeply"
 
 
 def _read_csv(path: str, text: str) -> RawFile:
@@ -232,8 +238,13 @@ def choose_class_attribute(raw: RawFile, requested: str | None, path: str) -> st
     seen = {name for r in regions for name in r.attributes}
     valued = sorted({name for r in regions for name, value in r.attributes.items()
                      if _has_class_value(value)})
+    unreadable = any(image.error or any(r.error or not isinstance(r.attributes, dict)
+                                        for r in image.regions) for image in raw.images)
     if requested:
-        if requested not in seen and requested not in raw.attribute_definitions:
+        # Regions that could not be read may hold the attribute: their structure errors are
+        # reported (per image or region) instead of blaming the attribute.
+        if requested not in seen and requested not in raw.attribute_definitions \
+                and not unreadable:
             found = ", ".join(repr(n) for n in sorted(seen | set(raw.attribute_definitions)))
             raise AnnotationFileError(f"{path}: --class_attribute {requested!r} is not a region "
                                       f"attribute here; region attributes found: "
@@ -284,7 +295,11 @@ class _Reader:
         except UnusableShape as err:
             self.problem(err.reason, record, str(err), is_error=err.is_error)
             return None
-        attributes = region.attributes if isinstance(region.attributes, dict) else {}
+        if region.attributes is not None and not isinstance(region.attributes, dict):
+            self.problem("bad_region", record, f"region_attributes is "
+                         f"{type(region.attributes).__name__}, expected an object")
+            return None
+        attributes = region.attributes or {}
         try:
             class_name = class_value(attributes.get(self.class_attribute or ""))
         except SeveralClasses as err:

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from core.errors import UserError
+from data_prep.field_checks import MAX_COORDINATE, FieldError, coordinate
 
 CURVE_TOLERANCE = 0.05  # pixels between a circle/ellipse and its polygon, at most
 MIN_CURVE_VERTICES = 16
@@ -36,22 +37,20 @@ def _bad(message: str) -> UnusableShape:
 
 
 def _as_float(value: Any) -> float | None:
-    """A finite number, or None; numbers quoted as strings (hand edits, other tools) count."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite number within +-MAX_COORDINATE, or None; numbers quoted as strings (hand
+    edits, other tools) count."""
+    try:
+        return coordinate(value, "value", allow_string=True)
+    except FieldError:
         return None
-    return float(value)
 
 
 def _number(shape: dict, key: str) -> float:
     value = _as_float(shape.get(key))
     if value is None:
-        found = "missing" if key not in shape else repr(shape[key])
-        raise _bad(f"{shape.get('name')} shape needs a number '{key}', found {found}")
+        found = "missing" if key not in shape else repr(shape[key])[:60]
+        raise _bad(f"{shape.get('name')} shape needs a number '{key}' (finite, within "
+                   f"+-{MAX_COORDINATE:g} pixels), found {found}")
     return value
 
 

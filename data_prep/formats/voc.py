@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from lxml import etree
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from core.errors import UserError
@@ -40,6 +40,7 @@ from data_prep.annotations import (
     RunLengths,
     resolve_inside,
 )
+from data_prep.safe_files import FileLimits, ImageFileError, open_image, read_regular_file
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -73,19 +74,25 @@ class MaskPngError(UserError, ValueError):
     """A SegmentationObject/SegmentationClass PNG cannot be read as indices."""
 
 
-def read_index_png(path: Path) -> tuple[np.ndarray, bool]:
+def read_index_png(path: Path, limits: FileLimits = FileLimits()) -> tuple[np.ndarray, bool]:
     """The pixel indices of a VOC PNG, and whether the file stores them as they are (palette
     or gray) rather than as VOC colours."""
     try:
-        with Image.open(path) as img:
+        data = read_regular_file(str(path), limits, "PNG")
+        with open_image(data, str(path), limits, "PNG") as img:
             if img.mode in _INDEX_MODES:
                 return np.asarray(img), True
             if img.mode in ("RGB", "RGBA"):
                 return _indices_from_colors(np.asarray(img.convert("RGB"))), False
             mode = img.mode
-    except FileNotFoundError:
-        raise MaskPngError("file does not exist") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except ImageFileError as err:
+        if err.reason == "missing_image":
+            raise MaskPngError("file does not exist") from None
+        detail = str(err).replace(f"PNG {path} ", "", 1)
+        if err.reason == "corrupt_image":
+            detail = "cannot be read as an image (" + detail.split("(", 1)[-1]
+        raise MaskPngError(detail) from None
+    except (OSError, ValueError) as err:
         raise MaskPngError(f"cannot be read as an image ({err})") from None
     raise MaskPngError(f"PIL mode {mode}: expected a palette (P), gray (L) or RGB PNG")
 
@@ -132,10 +139,12 @@ class _XmlImage:
 
 
 class _Reader:
-    def __init__(self, root: Path, images_dir: Path, drop_difficult: bool):
+    def __init__(self, root: Path, images_dir: Path, drop_difficult: bool,
+                 limits: FileLimits = FileLimits()):
         self.root = root
         self.images_dir = images_dir
         self.drop_difficult = drop_difficult
+        self.limits = limits
         self.problems: list[Problem] = []
 
     def problem(self, reason: str, file: Path, record: str, message: str,
@@ -196,7 +205,7 @@ class _Reader:
         record = f"image {xml.image_id!r}"
         mask_path = self.root / "SegmentationObject" / f"{xml.image_id}.png"
         try:
-            instances, stored_as_indices = read_index_png(mask_path)
+            instances, stored_as_indices = read_index_png(mask_path, self.limits)
         except MaskPngError as err:
             self.problem("bad_mask_file", mask_path, record, str(err), scope="image")
             return None
@@ -244,7 +253,7 @@ class _Reader:
                          "taken from the XML unchecked", is_error=False, scope="image")
             return None
         try:
-            classes, _ = read_index_png(path)
+            classes, _ = read_index_png(path, self.limits)
         except MaskPngError as err:
             self.problem("bad_mask_file", path, record, str(err), scope="image")
             return False
@@ -318,10 +327,10 @@ def _size_value(root, field: str) -> int | None:
 def _bndbox(element) -> tuple[float, float, float, float] | None:
     """The box as 0-based pixel edges; None when absent or unreadable (it is only a check)."""
     try:
-        return voc_box_to_pixels(*(float(element.findtext(k)) for k in
-                                   ("xmin", "ymin", "xmax", "ymax")))
+        values = [float(element.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
     except (AttributeError, TypeError, ValueError):
         return None
+    return voc_box_to_pixels(*values) if all(math.isfinite(v) for v in values) else None
 
 
 def _image_set_ids(root: Path, image_set: str) -> tuple[Path, list[str]]:
@@ -363,7 +372,8 @@ def _require_voc_root(root: Path) -> None:
 
 
 def read_voc(root: str | Path, images_dir: str | Path | None = None,
-             image_set: str | None = None, drop_difficult: bool = False) -> AnnotationSet:
+             image_set: str | None = None, drop_difficult: bool = False,
+             limits: FileLimits = FileLimits()) -> AnnotationSet:
     """Reads a VOC root; problems are collected, not raised, except for a directory that is
     not a VOC root or a missing image set (AnnotationFileError).
 
@@ -371,7 +381,7 @@ def read_voc(root: str | Path, images_dir: str | Path | None = None,
     root = Path(root)
     _require_voc_root(root)
     reader = _Reader(root, Path(images_dir) if images_dir else root / "JPEGImages",
-                     drop_difficult)
+                     drop_difficult, limits)
     if image_set:
         list_path, listed = _image_set_ids(root, image_set)
         image_ids = list(dict.fromkeys(listed))

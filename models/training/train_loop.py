@@ -18,6 +18,7 @@ from models.tasks.maskrcnn_task import NON_FINITE_MARKER, MaskRCNNTask
 from models.tasks.trainer import Trainer, apply_precision, build_trainer
 from models.training.strategy import Placement
 from pipelines.config_util import save_pipeline_config
+from records.tfrecord_io import CorruptRecordError, expand_paths, read_records
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,19 @@ def check_training_inputs(built: BuiltPipeline) -> None:
     check_label_map(built.train_label_map_path, built.num_classes, "train_input_reader")
     check_records(list(built.task.train_data.input_path), "train_input_reader",
                   built.num_classes, built.task.model.include_mask)
+
+
+def locate_corrupt_record(built: BuiltPipeline, err: tf.errors.DataLossError) -> str:
+    """Which training file, record and byte is corrupt: TensorFlow's DataLossError names
+    only an offset, so the configured files are read again, checking every record."""
+    for path in expand_paths(list(built.task.train_data.input_path)):
+        try:
+            for _ in read_records(path):
+                pass
+        except CorruptRecordError as corrupt:
+            return (f"{corrupt}; re-convert it, or remove it from "
+                    "train_input_reader.tf_record_input_reader.input_path")
+    return f"a training record could not be read ({err.message.splitlines()[0]})"
 
 
 def _non_finite_loss(err: tf.errors.InvalidArgumentError) -> tuple[str, int] | None:
@@ -105,11 +119,14 @@ def train(built: BuiltPipeline, model_dir: str, placement: Placement,
     start = int(trainer.global_step.numpy())
     if start:
         log.info("resuming from %s at step %d", manager.latest_checkpoint, start)
-    if record_summaries and start < trainer_config.train_steps:
-        write_input_summaries(trainer, model_dir)
     _create_optimizer_slots(trainer, placement)
     try:
+        if record_summaries and start < trainer_config.train_steps:
+            write_input_summaries(trainer, model_dir)
         _train_stages(built, trainer, controller, start)
+    except tf.errors.DataLossError as err:
+        raise TrainingError(f"training stopped at step {int(trainer.global_step.numpy())}: "
+                            f"{locate_corrupt_record(built, err)}") from None
     except tf.errors.InvalidArgumentError as err:
         found = _non_finite_loss(err)
         if found is None:

@@ -1,0 +1,1 @@
+"""Fuzzing the converters with generated hostile inputs (docs/bad_input.md)."""
