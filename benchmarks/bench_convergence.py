@@ -22,57 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.training_runs import (
-    REPO_ROOT,
     SHAPES_CONFIG,
     cpu_times,
     make_records,
     overrides,
-    process_cpu_seconds,
     score_checkpoints,
     scoring_dir,
+    step_rate,
     stolen_fraction,
     train_for,
 )
-
-STEPS_PER_SECOND = re.compile(r"train \| step:\s+(\d+) \| steps/sec:\s+([\d.]+)")
-
-
-def step_rate(command: list[str], seconds: float) -> tuple[float, float | None]:
-    """Steps/s of the last Orbit report before `seconds` (tracing excluded), and the CPU
-    seconds a step took between the last two reports (None if the trainer had exited): CPU
-    time does not count what the host steals, so it compares trainers timed apart."""
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # reports on time
-    reports: list[tuple[int, float, float | None]] = []  # step, steps/s, CPU s so far
-    start = time.time()
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = STEPS_PER_SECOND.search(line)
-        # Orbit prints each report and logs it too (absl, to the same pipe): keep the first.
-        if match and int(match.group(1)) > (reports[-1][0] if reports else 0):
-            reports.append((int(match.group(1)), float(match.group(2)),
-                            process_cpu_seconds(process.pid)))
-        if time.time() - start > seconds and len(reports) >= 2:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    if len(reports) < 2:
-        raise RuntimeError(f"no steady step rate from {' '.join(command[:3])} ...")
-    (step_before, _, cpu_before), (step, rate, cpu) = reports[-2:]  # the first has tracing
-    if cpu is None or cpu_before is None:
-        return rate, None
-    return rate, (cpu - cpu_before) / (step - step_before)
 
 
 def compare_step_time(work: Path, records: Path, seconds: float

@@ -175,6 +175,25 @@ def test_a_box_far_from_its_mask_follows_the_mask_and_is_counted(coco, tmp_path)
     assert abs(xmax - xmin - true_box[2]) <= 1.5 and abs(ymax - ymin - true_box[3]) <= 1.5
 
 
+def test_a_box_that_cuts_off_part_of_its_mask_follows_the_mask(coco, tmp_path):
+    """IoU above 0.5, but mask pixels 4 px outside the box: the record would fail --check."""
+    data, images, _ = coco
+    ann = max(_polygons(data), key=lambda a: a["bbox"][2])
+    x, y, w, h = ann["bbox"]
+    ann["bbox"] = [x, y, w - 4, h]
+    out = tmp_path / "cut"
+    convert(_write(data, tmp_path), images, out)
+    summary = json.loads((out / "train.summary.json").read_text())
+    assert summary["warnings"]["box_from_mask"] == 1, summary
+    assert "px outside of its mask's box" in summary["examples"]["box_from_mask"][0]
+    check = run_command("-m", "records.inspect", shard_glob(out, "train"), "--check")
+    assert check.returncode == 0, check.stderr
+
+
+def _polygons(data):
+    return [a for a in data["annotations"] if isinstance(a["segmentation"], list)]
+
+
 # --- files -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory"])

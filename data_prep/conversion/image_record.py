@@ -22,6 +22,7 @@ from data_prep.conversion.rasterize import MaskError, polygon_overhang, rasteriz
 from data_prep.safe_files import FileLimits, ImageFileError
 from records.example_codec import ImageExample, encode_example, encode_mask_png
 from records.label_map import LabelMap
+from records.record_checks import MASK_BOX_TOLERANCE_PIXELS
 
 
 class ConversionError(UserError, RuntimeError):
@@ -46,6 +47,8 @@ class ConvertOptions:
 
 # A given box whose IoU with its mask's tight box is below this is replaced by the latter.
 BOX_MASK_MIN_IOU = 0.5
+# A given box must hold its mask to within the record check's tolerance.
+MASK_OUTSIDE_PIXELS = MASK_BOX_TOLERANCE_PIXELS
 # Polygons reaching further than this beyond the image are counted as clipped.
 OVERHANG_PIXELS = 1.0
 
@@ -121,11 +124,11 @@ def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOp
                                     "instance left out", source, obj_record, is_error=False))
             continue
         box = tight if given is None else given
-        if given is not None and box_iou(given, tight) < BOX_MASK_MIN_IOU:
+        disagreement = None if given is None else _box_disagreement(given, tight)
+        if disagreement:
             problems.append(Problem("box_from_mask", f"bbox {[round(v, 2) for v in given]} "
-                                    f"overlaps its mask's box {list(tight)} by IoU "
-                                    f"{box_iou(given, tight):.2f}; the mask's box is used",
-                                    source, obj_record, is_error=False))
+                                    f"{disagreement} its mask's box {list(tight)}; the "
+                                    "mask's box is used", source, obj_record, is_error=False))
             box = tight
         clipped = clip_box(box, width, height)
         if clipped is None:
@@ -162,6 +165,21 @@ def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOp
     example.group_of = np.array(group_of, np.int64) if any(group_of) else None
     return ImageResult(encode_example(example), counts, num_crowd=sum(crowd),
                        problems=problems)
+
+
+def _box_disagreement(given: tuple, tight: tuple) -> str | None:
+    """How a given (x, y, w, h) box disagrees with its mask's tight box, None when it does
+    not: an IoU below BOX_MASK_MIN_IOU, or mask pixels outside the box by more than
+    MASK_OUTSIDE_PIXELS (which the record check, records/record_checks.py, refuses)."""
+    iou = box_iou(given, tight)
+    if iou < BOX_MASK_MIN_IOU:
+        return f"overlaps by IoU {iou:.2f}"
+    outside = max(given[0] - tight[0], given[1] - tight[1],
+                  tight[0] + tight[2] - given[0] - given[2],
+                  tight[1] + tight[3] - given[1] - given[3])
+    if outside > MASK_OUTSIDE_PIXELS:
+        return f"leaves mask pixels {outside:.1f} px outside of"
+    return None
 
 
 def _image_error(reason: str, message: str, source: str, record: str) -> ImageResult:

@@ -42,6 +42,8 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
         self._augmentation, self._aug_scale_range = augmentations.build_augmentation(
             train.data_augmentation_options)
         self._trainable: Optional[set] = None  # refs of the variables the stage trains
+        self._compute = (tf.function(self._losses_and_gradients, jit_compile=True)
+                         if train.use_xla else self._losses_and_gradients)
 
     def initialize(self, model: tf_keras.Model) -> None:
         """Loads train_config.fine_tune_checkpoint when model_dir has no checkpoint yet."""
@@ -111,9 +113,10 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
         tf.debugging.Assert(tf.reduce_all(finite), [NON_FINITE_MARKER, first_bad, "at step",
                                                     step])
 
-    def train_step(self, inputs: tuple[Any, Any], model, optimizer, metrics=None):
-        """Model Garden's train step, on the variables the current stage trains."""
-        images, labels = inputs
+    def _losses_and_gradients(self, images, labels, model, optimizer, variables):
+        """The forward pass, the losses and their gradients for `variables`: the part of a
+        step that train_config.use_xla compiles with XLA (the checks and the update stay
+        outside, where tf.debugging.Assert and the optimizer's slots run as they are)."""
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             kwargs = {"image_shape": labels["image_info"][:, 1, :],
@@ -124,15 +127,23 @@ class MaskRCNNTask(mg_task.MaskRCNNTask):
             outputs = model(images, **kwargs)
             outputs = tf.nest.map_structure(lambda x: tf.cast(x, tf.float32), outputs)
             losses = self.build_losses(outputs=outputs, labels=labels, aux_losses=model.losses)
-            self.assert_finite(losses, tf.cast(optimizer.iterations, tf.int64) + 1)
             scaled_loss = losses["total_loss"] / num_replicas
             if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
                 scaled_loss = optimizer.get_scaled_loss(scaled_loss)
-        variables = self.trainable_variables(model)
         grads = tape.gradient(scaled_loss, variables)
         if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
             grads = optimizer.get_unscaled_gradients(grads)
-        optimizer.apply_gradients(list(zip(grads, variables)))
+        return losses, grads
+
+    def train_step(self, inputs: tuple[Any, Any], model, optimizer, metrics=None):
+        """Model Garden's train step, on the variables the current stage trains."""
+        images, labels = inputs
+        variables = self.trainable_variables(model)
+        step = tf.cast(optimizer.iterations, tf.int64) + 1
+        losses, grads = self._compute(images, labels, model, optimizer, variables)
+        self.assert_finite(losses, step)
+        with tf.control_dependencies([tf.identity(losses["total_loss"])]):
+            optimizer.apply_gradients(list(zip(grads, variables)))
         if metrics:
             for metric in metrics:
                 metric.update_state(losses[metric.name])

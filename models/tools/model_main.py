@@ -35,11 +35,19 @@ flags.DEFINE_bool("use_tpu", False, "Train on a TPU.")
 flags.DEFINE_string("tpu_name", None, "Name of the Cloud TPU (default: local TPU).")
 flags.DEFINE_integer("num_workers", 1, "Workers of a MultiWorkerMirroredStrategy cluster "
                      "described by TF_CONFIG; 1 trains on this machine.")
+flags.DEFINE_integer("cluster_timeout", 600, "With --num_workers > 1: seconds to wait for "
+                     "the other workers to join before giving up with an error.",
+                     lower_bound=1)
 flags.DEFINE_integer("checkpoint_every_n", 1000, "Save a checkpoint every n steps.")
 flags.DEFINE_bool("record_summaries", True, "Also write training input images (with their "
                   "boxes) to TensorBoard; loss summaries are always written.")
 flags.DEFINE_multi_string("config_override", [], "Text-format fragment merged into the "
                           "pipeline config, e.g. 'train_config { batch_size: 4 }'. Repeatable.")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "float16", "bfloat16"],
+                  "Numeric precision: auto chooses float16 on GPUs (use_mixed_precision) or "
+                  "bfloat16 on TPUs and CPUs with bfloat16 instructions (use_bfloat16), else "
+                  "float32; the others force it, e.g. float16 with loss scaling on a CPU to "
+                  "test the GPU code path.")
 flags.DEFINE_integer("cpu_replicas", 1, "Without GPUs or TPU: split the CPU into this many "
                      "logical devices and train with MirroredStrategy over them.")
 FLAGS = flags.FLAGS
@@ -63,9 +71,12 @@ def main(argv: list[str]) -> int:
     placement = choose_placement(
         use_tpu=FLAGS.use_tpu, tpu_name=FLAGS.tpu_name or "", num_workers=FLAGS.num_workers,
         cpu_replicas=FLAGS.cpu_replicas, use_bfloat16=train_config.use_bfloat16,
-        use_mixed_precision=train_config.use_mixed_precision)
+        use_mixed_precision=train_config.use_mixed_precision,
+        cluster_timeout=FLAGS.cluster_timeout, forced_precision=FLAGS.precision)
     print(f"strategy: {placement.kind} with {placement.replicas} replica(s), "
-          f"{placement.precision}", flush=True)
+          f"{placement.precision}" + (f", {placement.task}" + (" (chief)" if placement.is_chief
+                                                               else "") if placement.task else ""),
+          flush=True)
     if FLAGS.checkpoint_dir:
         from models.evaluation.continuous_eval import evaluate_continuously
 
@@ -78,8 +89,12 @@ def main(argv: list[str]) -> int:
 
     result = train(built, FLAGS.model_dir, placement, FLAGS.checkpoint_every_n,
                    record_summaries=FLAGS.record_summaries)
-    print(f"trained to step {result['step']}; last checkpoint {result['checkpoint']}")
-    print(f"TensorBoard: tensorboard --logdir {FLAGS.model_dir}")
+    if placement.is_chief:
+        print(f"trained to step {result['step']}; last checkpoint {result['checkpoint']}")
+        print(f"TensorBoard: tensorboard --logdir {FLAGS.model_dir}")
+    else:
+        print(f"trained to step {result['step']}; the chief writes the checkpoints and "
+              f"summaries to {FLAGS.model_dir}")
     return 0
 
 
