@@ -4,10 +4,12 @@
     python -m records.inspect 'records/train-*.tfrecord' --json      # the same, as JSON
     python -m records.inspect 'records/train-*.tfrecord' --render 8 --out pictures/
     python -m records.inspect 'records/*.tfrecord' --check           # exits 1 on a fault
+    python -m records.inspect 'records/train-*.tfrecord' --plots plots/  # the same as pictures
 
 Statistics: instances and images per class (by label-map name), instances per image, image
-sizes and mask coverage. --render writes PNGs with each instance's mask, box and class
-name drawn, named <split>-<source_id>.png. --check validates every record and stops at the
+sizes, object sizes (COCO's small / medium / large) and mask coverage. --plots writes them
+as pictures (records/dataset_plots.py). --render writes PNGs with each instance's mask, box
+and class name drawn, named <split>-<source_id>.png. --check validates every record and stops at the
 first fault, naming the file, record index, source id and what is wrong. The label map is
 label_map.pbtxt beside the first file unless --label_map is given. No TensorFlow is
 imported, so this starts in a fraction of a second.
@@ -57,6 +59,7 @@ class Statistics:
         self.sizes: Counter = Counter()  # (width, height) -> images
         self.instance_coverage = array("d")
         self.image_coverage = array("d")
+        self.box_widths, self.box_heights, self.areas = array("d"), array("d"), array("d")
         self.seconds = 0.0
 
     def add(self, example: ImageExample, where: str) -> None:
@@ -74,6 +77,12 @@ class Statistics:
                 self.text_of_class[key] = example.texts[i]
         self.images_per_class.update(set(classes))
         self.crowd += int(np.sum(crowd))
+        heights, widths = (np.diff(example.boxes.reshape(-1, 2, 2), axis=1).reshape(-1, 2)
+                           * [example.height, example.width]).T
+        self.box_heights.extend(heights.tolist())
+        self.box_widths.extend(widths.tolist())
+        self.areas.extend((example.areas if example.areas.size == count
+                           else widths * heights).tolist())
         self._add_coverage(example, count, where)
 
     def _add_coverage(self, example: ImageExample, count: int, where: str) -> None:
@@ -127,6 +136,7 @@ class Statistics:
                                 self.sizes.most_common(MAX_SIZES_LISTED)},
                 "width": summarize([w for (w, _), n in self.sizes.items() for _ in range(n)]),
                 "height": summarize([h for (_, h), n in self.sizes.items() for _ in range(n)])},
+            "object_sizes": object_sizes(self.areas),
             "mask_coverage": {
                 "masks": len(self.instance_coverage),
                 "empty_masks": self.empty_masks,
@@ -136,6 +146,14 @@ class Statistics:
                 "images_with_masks": len(self.image_coverage)},
             "seconds": round(self.seconds, 3),
         }
+
+
+def object_sizes(areas) -> dict:
+    """Instances by COCO's size ranges (area < 32², < 96², larger) and sqrt(area) in pixels."""
+    data = np.asarray(areas, np.float64)
+    return {"small": int(np.sum(data < 32 ** 2)),
+            "medium": int(np.sum((data >= 32 ** 2) & (data < 96 ** 2))),
+            "large": int(np.sum(data >= 96 ** 2)), "sqrt_area": summarize(np.sqrt(data))}
 
 
 def class_keys(example: ImageExample, label_map: LabelMap | None) -> list:
@@ -201,6 +219,9 @@ def format_text(stats: dict) -> str:
         lines += ["", f"image sizes: {sizes['distinct']} distinct; most common {common}",
                   f"  width:  {_summary_text(sizes['width'])}",
                   f"  height: {_summary_text(sizes['height'])}"]
+    objects = stats["object_sizes"]
+    lines += ["", f"object sizes (COCO): {objects['small']} small, {objects['medium']} medium, "
+              f"{objects['large']} large; sqrt(area) {_summary_text(objects['sqrt_area'], 1)}"]
     coverage = stats["mask_coverage"]
     lines += ["", "mask coverage (fraction of the image covered):",
               f"  per instance: {_summary_text(coverage['per_instance'], 4)} "
@@ -354,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--random", action="store_true",
                         help="render N records picked at random instead of the first N")
     render.add_argument("--seed", type=int, default=0, help="seed of --random (default: 0)")
+    render.add_argument("--plots", type=Path, metavar="DIR", help="write the statistics as "
+                        "pictures: classes, instances per image, object sizes")
     render.add_argument("--upscale_to", type=int, default=512, metavar="PIXELS",
                         help="enlarge smaller images by a whole factor until the shorter side "
                         "reaches PIXELS, so names stay legible (default: 512; 0: never)")
@@ -378,10 +401,20 @@ def main(argv: list[str] | None = None) -> int:
                                      args.upscale_to, args.seed if args.random else None,
                                      args.max_records)
             print(f"wrote {len(written)} picture(s) to {args.out}")
-        if args.json or not (args.check or args.render):
-            stats = collect_statistics(files, label_map, args.max_records).to_dict()
+        if args.json or args.plots or not (args.check or args.render):
+            collected = collect_statistics(files, label_map, args.max_records)
+            stats = collected.to_dict()
             print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json
                   else format_text(stats))
+            if args.plots:
+                from records.dataset_plots import write_dataset_plots
+
+                written = write_dataset_plots(args.plots, stats["classes"],
+                                              collected.instances_per_image,
+                                              collected.box_widths, collected.box_heights,
+                                              collected.areas)
+                print(f"wrote {len(written)} plot(s) to {args.plots}",
+                      file=sys.stderr if args.json else sys.stdout)
     except (RecordError, CorruptRecordError) as err:
         raise RecordError(f"{err}\n(run with --check for a full validation)") from None
     return 0

@@ -372,3 +372,27 @@ def test_inspection_never_imports_tensorflow(converted):
     run_command("-c", code, check=True)
     help_run = run_command("-X", "importtime", "-m", "records.inspect", "--help", check=True)
     assert "usage:" in help_run.stdout and "tensorflow" not in help_run.stderr
+
+
+def test_plots_picture_classes_instances_per_image_and_object_sizes(converted, tmp_path):
+    """--plots beside the statistics, still without TensorFlow; the object sizes counted by
+    COCO's ranges from the annotations' areas."""
+    annotation_file, records = converted
+    out = tmp_path / "plots"
+    code = ("import sys; from records.inspect import main; "
+            f"main([{shard_glob(records, 'train')!r}, '--json', '--plots', {str(out)!r}]); "
+            "assert not any(m.split('.')[0] == 'tensorflow' for m in sys.modules), 'tf'")
+    result = run_command("-c", code, check=True)
+    assert f"wrote 3 plot(s) to {out}" in result.stderr  # stdout stays JSON
+    for name in ("classes.png", "instances_per_image.png", "object_sizes.png"):
+        picture = cv2.imread(str(out / name))
+        assert picture is not None and min(picture.shape[:2]) > 150, name
+    areas = np.array([a["area"] for a in COCO(str(annotation_file)).loadAnns(
+        COCO(str(annotation_file)).getAnnIds())])
+    sizes = json.loads(result.stdout)["object_sizes"]
+    assert (sizes["small"], sizes["medium"], sizes["large"]) == (
+        np.sum(areas < 32 ** 2), np.sum((areas >= 32 ** 2) & (areas < 96 ** 2)),
+        np.sum(areas >= 96 ** 2))
+    assert sizes["sqrt_area"]["max"] == pytest.approx(np.sqrt(areas.max()), rel=1e-5)
+    text = inspect(shard_glob(records, "train"), check=True).stdout
+    assert f"object sizes (COCO): {sizes['small']} small, {sizes['medium']} medium" in text

@@ -10,14 +10,20 @@ such results: box results by their boxes (area = box area), mask results by thei
 Names: `DetectionBoxes_Precision/mAP`, `DetectionMasks_Precision/mAP@.50IOU`,
 `DetectionBoxes_Recall/AR@100 (small)`, ... and, with per_category,
 `DetectionBoxes_PerformanceByCategory/mAP/<class name>`, as the OD API writes them.
+
+The COCOeval runs themselves are available to other views of the same numbers:
+`score_coco(..., evaluations={})` hands them back, `run_cocoeval` runs one with other
+parameters (models/analysis' error breakdown), and `precision_recall` reads the
+precision-recall curves out of one (the analysis pictures and TensorBoard's PR curves).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from official.vision.evaluation import coco_evaluator, coco_utils
@@ -42,6 +48,8 @@ COCO_STATS = (
 PREFIXES = {"bbox": "DetectionBoxes_", "segm": "DetectionMasks_"}
 BOX_MAP = "DetectionBoxes_Precision/mAP"
 MASK_MAP = "DetectionMasks_Precision/mAP"
+PR_CURVE_IOUS = (0.5, 0.75)  # CocoMetric.curves
+MAX_CLASSES_WITH_CURVES = 20  # more classes: per-class curves only with per_category
 
 
 def metric_name(iou_type: str, stat: str) -> str:
@@ -113,13 +121,38 @@ def _per_category(evaluation: COCOeval, ground_truth: COCO, prefix: str) -> dict
     return metrics
 
 
+def load_results(ground_truth: COCO, results: Sequence[dict], iou_type: str) -> COCO:
+    """`results` as the COCO API loads them for one IoU type, quietly."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        # COCO's own loadRes, also on Model Garden's COCOWrapper (which overrides it)
+        return COCO.loadRes(ground_truth, _results_for(iou_type, results))
+
+
+def run_cocoeval(ground_truth: COCO, detections: COCO, iou_type: str,
+                 image_ids: Sequence[int],
+                 evaluator: Callable[[COCO, COCO, str], COCOeval] = COCOeval,
+                 **params) -> COCOeval:
+    """One quiet COCOeval run (evaluate, accumulate) on `image_ids`; `params` replace
+    COCOeval's defaults (iouThrs, useCats, maxDets, ...); `evaluator` makes the COCOeval
+    (a subclass, for the error analysis's variants)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = evaluator(ground_truth, detections, iou_type)
+        evaluation.params.imgIds = list(image_ids)
+        for name, value in params.items():
+            setattr(evaluation.params, name, value)
+        evaluation.evaluate()
+        evaluation.accumulate()
+    return evaluation
+
+
 def score_coco(ground_truth: COCO, results: Sequence[dict], image_ids: Sequence[int],
-               include_masks: bool | None = None, per_category: bool = False
-               ) -> dict[str, float]:
+               include_masks: bool | None = None, per_category: bool = False,
+               evaluations: dict[str, COCOeval] | None = None) -> dict[str, float]:
     """COCO metrics of `results` on the images `image_ids` of `ground_truth`.
 
     include_masks: also score masks (None: when the results carry segmentations).
-    Without results every metric is 0.
+    Without results every metric is 0. evaluations: when given, receives each IoU type's
+    COCOeval ("bbox", "segm"), for views of the same evaluation (PR curves, error analysis).
     """
     if include_masks is None:
         include_masks = bool(results) and "segmentation" in results[0]
@@ -129,34 +162,100 @@ def score_coco(ground_truth: COCO, results: Sequence[dict], image_ids: Sequence[
         if not results:
             metrics.update({prefix + name: 0.0 for _, name in COCO_STATS})
             continue
+        evaluation = run_cocoeval(ground_truth, load_results(ground_truth, results, iou_type),
+                                  iou_type, image_ids)
         with contextlib.redirect_stdout(io.StringIO()):
-            # COCO's own loadRes, also on Model Garden's COCOWrapper (which overrides it)
-            detections = COCO.loadRes(ground_truth, _results_for(iou_type, results))
-            evaluation = COCOeval(ground_truth, detections, iou_type)
-            evaluation.params.imgIds = list(image_ids)
-            evaluation.evaluate()
-            evaluation.accumulate()
             evaluation.summarize()
         metrics.update({prefix + name: float(value)
                         for (_, name), value in zip(COCO_STATS, evaluation.stats)})
         if per_category:
             metrics.update(_per_category(evaluation, ground_truth, prefix))
+        if evaluations is not None:
+            evaluations[iou_type] = evaluation
     return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionRecall:
+    """One precision-recall curve as COCOeval integrates it for AP: the interpolated
+    (monotone) precision at each of its recall points, all areas, 100 detections."""
+
+    iou_type: str  # "bbox" or "segm"
+    iou: float  # the IoU threshold, one of COCOeval's
+    name: str  # the class name, or OVERALL (the mean over classes with ground truth)
+    recall: np.ndarray  # [R] COCOeval's recall points, 0 .. 1
+    precision: np.ndarray  # [R]; 0 beyond the highest recall reached
+    positives: int  # ground-truth objects counted (not crowd)
+
+    @property
+    def average_precision(self) -> float:
+        return float(np.mean(self.precision))
+
+
+OVERALL = "overall"
+
+
+def precision_recall(evaluation: COCOeval, ground_truth: COCO, iou: float,
+                     per_class: bool = True) -> list[PrecisionRecall]:
+    """The curves of an accumulated COCOeval at IoU threshold `iou`: the overall curve first,
+    then (per_class) one per class that has ground truth."""
+    params = evaluation.params
+    t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - iou)))
+    if abs(params.iouThrs[t] - iou) > 1e-6:
+        raise ValueError(f"IoU {iou} is not among the evaluation's {list(params.iouThrs)}")
+    precision = evaluation.eval["precision"][t, :, :, 0, -1]  # [R, K]
+    positives = _positives(evaluation)
+    recall = np.asarray(params.recThrs, np.float64)
+    curves = []
+    counted = [k for k in range(precision.shape[1]) if precision[0, k] > -1]
+    for k in counted if per_class else ():
+        category_id = params.catIds[k]
+        name = ground_truth.cats.get(category_id, {}).get("name", str(category_id))
+        curves.append(PrecisionRecall(evaluation.params.iouType, float(params.iouThrs[t]), name,
+                                      recall, precision[:, k].copy(),
+                                      positives.get(category_id, 0)))
+    mean = (np.mean(precision[:, counted], axis=1) if counted
+            else np.zeros_like(recall))
+    overall = PrecisionRecall(evaluation.params.iouType, float(params.iouThrs[t]), OVERALL,
+                              recall, mean, sum(positives.values()))
+    return [overall] + curves
+
+
+def _positives(evaluation: COCOeval) -> dict[int, int]:
+    """Ground-truth objects that count (not crowd), per category, over all areas."""
+    everything = list(evaluation.params.areaRng[0])
+    counts: dict[int, int] = {}
+    for entry in evaluation.evalImgs:
+        if entry is not None and list(entry["aRng"]) == everything:
+            counts[entry["category_id"]] = (counts.get(entry["category_id"], 0)
+                                            + int(np.sum(np.logical_not(entry["gtIgnore"]))))
+    return counts
 
 
 class CocoMetric(coco_evaluator.COCOEvaluator):
     """Model Garden's COCOEvaluator (it gathers each batch's predictions in original pixels
     and pastes masks at image size) scoring with `score_coco` instead of its own COCOeval
-    code, so evaluation reports the OD API's names and counts every evaluated image."""
+    code, so evaluation reports the OD API's names and counts every evaluated image.
+
+    After each evaluation `curves` holds its precision-recall curves at IoU .5 and .75
+    (overall, and per class when per_category or at most MAX_CLASSES_WITH_CURVES classes),
+    which the evaluation task writes to TensorBoard."""
 
     def __init__(self, annotation_file: str, include_mask: bool, per_category: bool = False):
         super().__init__(annotation_file=annotation_file, include_mask=include_mask,
                          per_category_metrics=per_category)
+        self.curves: list[PrecisionRecall] = []
 
     def evaluate(self) -> dict[str, float]:
         image_ids = sorted({int(i) for batch in self._predictions.get("source_id", [])
                             for i in np.asarray(batch).reshape(-1)})
         results = (coco_utils.convert_predictions_to_coco_annotations(self._predictions)
                    if image_ids else [])
-        return score_coco(self._coco_gt, results, image_ids, self._include_mask,
-                          self._per_category_metrics)
+        evaluations: dict[str, COCOeval] = {}
+        metrics = score_coco(self._coco_gt, results, image_ids, self._include_mask,
+                             self._per_category_metrics, evaluations)
+        per_class = (self._per_category_metrics
+                     or len(self._coco_gt.cats) <= MAX_CLASSES_WITH_CURVES)
+        self.curves = [curve for evaluation in evaluations.values() for iou in PR_CURVE_IOUS
+                       for curve in precision_recall(evaluation, self._coco_gt, iou, per_class)]
+        return metrics
