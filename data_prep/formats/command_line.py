@@ -41,12 +41,22 @@ def _images_dir(args: argparse.Namespace) -> str:
 
 # --- coco ---------------------------------------------------------------------------------
 def _coco_flags(group) -> None:
-    """COCO needs only the shared --annotations and --images_dir."""
+    group.add_argument("--contiguous_ids", action="store_true",
+                       help="coco: number the classes 1..K in category-id order instead of "
+                       "keeping the category ids as label-map ids (the default, as the OD "
+                       "API does: COCO's go up to 90); the category ids are kept in "
+                       "category_ids.json beside label_map.pbtxt for COCO results")
+    group.add_argument("--crowd_masks_as_objects", action="store_true",
+                       help="coco: take run-length masks marked iscrowd 1 as single objects "
+                       "(CVAT's COCO export marks every mask as crowd; training skips crowd "
+                       "regions)")
 
 
 def _read_coco(args: argparse.Namespace) -> AnnotationSet:
     path = _annotations(args, "coco", "a COCO instances JSON")
-    return _reader("data_prep.formats.coco", "read_coco")(path, _images_dir(args))
+    return _reader("data_prep.formats.coco", "read_coco")(
+        path, _images_dir(args), contiguous_ids=args.contiguous_ids,
+        crowd_masks_as_objects=args.crowd_masks_as_objects)
 
 
 # --- via ----------------------------------------------------------------------------------
