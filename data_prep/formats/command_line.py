@@ -1,6 +1,6 @@
 """Each annotation format's flags of create_tfrecords.py, and the reader call they make.
 
-The readers themselves (coco.py, via.py, openimages.py, voc.py, tfds_source.py) take
+The readers themselves (coco.py, via.py, labelme.py, openimages.py, voc.py, tfds_source.py) take
 explicit arguments and know nothing of the command line; this module is the one adapter
 between `--format NAME` plus its flags and a reader. A new format adds a module with a
 `read_...` function and one `Format` entry here.
@@ -57,6 +57,25 @@ def _read_coco(args: argparse.Namespace) -> AnnotationSet:
     return _reader("data_prep.formats.coco", "read_coco")(
         path, _images_dir(args), contiguous_ids=args.contiguous_ids,
         crowd_masks_as_objects=args.crowd_masks_as_objects)
+
+
+# --- labelme ------------------------------------------------------------------------------
+def _labelme_flags(group) -> None:
+    group.add_argument("--labelme_work_dir", metavar="DIR",
+                       help="labelme: extract images embedded in the JSON files (imageData) "
+                       "here and keep them (default: a hidden directory in --output_dir, "
+                       "deleted at exit)")
+
+
+def _read_labelme(args: argparse.Namespace) -> AnnotationSet:
+    from data_prep.formats import labelme, work_dir
+
+    path = _annotations(args, "labelme", "a Labelme JSON file or a directory of them")
+    return labelme.read_labelme(
+        path, images_dir=args.images_dir or None,
+        work_dir=work_dir.WorkDir(args.output_dir, args.labelme_work_dir),
+        limits=FileLimits(args.max_file_mb * 2**20, args.max_image_pixels),
+        exclude=args.output_dir)
 
 
 # --- via ----------------------------------------------------------------------------------
@@ -167,6 +186,7 @@ def _read_tfds(args: argparse.Namespace) -> AnnotationSet:
 FORMATS = {f.name: f for f in (
     Format("coco", "data_prep.formats.coco", _coco_flags, _read_coco),
     Format("via", "data_prep.formats.via", _via_flags, _read_via),
+    Format("labelme", "data_prep.formats.labelme", _labelme_flags, _read_labelme),
     Format("openimages", "data_prep.formats.openimages", _openimages_flags, _read_openimages),
     Format("voc", "data_prep.formats.voc", _voc_flags, _read_voc),
     Format("tfds", "data_prep.formats.tfds_source", _tfds_flags, _read_tfds),
