@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Union
 
 from core.errors import UserError
@@ -105,6 +105,13 @@ class AnnotationSet:
     images: list[ImageAnnotation]
     problems: list[Problem] = dataclasses.field(default_factory=list)
     display_names: list[str] | None = None  # parallel to class_names, when they differ
+    # The label-map id of each class, parallel to class_names; None: 1..K in that order.
+    # COCO keeps its category ids here, as the OD API does (COCO's label map goes to 90).
+    label_ids: list[int] | None = None
+    # The source's own id of each class when the label map renumbers them (--contiguous_ids,
+    # or ids a label map cannot hold such as 0): kept beside the label map in
+    # category_ids.json, so that COCO results can carry the source's ids again.
+    category_ids: list[int | str] | None = None
     # class name -> (ancestor names, descendant names), for hierarchical label sets (Open
     # Images): written as the label map's ancestor_ids / descendant_ids.
     class_relations: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
@@ -125,6 +132,27 @@ def resolve_inside(images_dir: str | Path, file_name: str) -> Path | None:
             or normalized.startswith(os.pardir + os.sep) or normalized == os.curdir):
         return None
     return Path(images_dir) / normalized
+
+
+def posix_file_name(file_name: str) -> str:
+    """A file name written with Windows separators (`images\\a.jpg`, as Label Studio and
+    Labelme on Windows write them) as the relative POSIX path it means."""
+    return PureWindowsPath(file_name).as_posix() if "\\" in file_name else file_name
+
+
+def found_by_file_name(images_dir: str | Path, file_name: str, resolved: Path | None
+                       ) -> Path | None:
+    """images_dir/<last part of file_name> when `resolved` (the name as written, None when
+    it escapes the directory) is no file but that one is: for names that point into the
+    annotation tool's own storage (`/data/upload/3/a.jpg`, `C:/Users/me/a.jpg`) while the
+    image sits in the images directory."""
+    if resolved is not None and resolved.is_file():
+        return None
+    name = PureWindowsPath(file_name).name
+    candidate = Path(images_dir) / name
+    if not name or name in (os.curdir, os.pardir) or candidate == resolved:
+        return None
+    return candidate if candidate.is_file() else None
 
 
 class AnnotationFileError(UserError, ValueError):

@@ -12,7 +12,7 @@ import numpy as np
 
 from core.errors import UserError
 from records.example_codec import ImageExample, decode_example
-from records.label_map import LabelMap
+from records.label_map import LabelMap, LabelMapError
 from records.tfrecord_io import expand_paths, read_records
 
 
@@ -46,10 +46,16 @@ def read_examples(patterns: str | Iterable[str], label_map: LabelMap | None = No
 
 def fill_labels_from_texts(example: ImageExample, label_map: LabelMap) -> None:
     """Gives records that carry class/text but no class/label (the OD API's COCO tool writes
-    them) their ids from the label map, as the OD API's decoder does."""
+    them) their ids from the label map, by name or display name, as the OD API's decoder
+    does."""
     if example.labels.size or not example.texts:
         return
-    unknown = sorted({t for t in example.texts if not label_map.has_name(t)})
+    try:
+        items = {t: label_map.item_for_text(t) for t in set(example.texts)}
+    except LabelMapError as err:
+        raise RecordError(str(err)) from None
+    unknown = sorted(t for t, item in items.items() if item is None)
     if unknown:
-        raise RecordError(f"classes {unknown} are not in the label map {label_map.source}")
-    example.labels = np.array([label_map.id_of(t) for t in example.texts], np.int64)
+        raise RecordError(f"classes {unknown} are not in the label map {label_map.source} "
+                          "(as names or display names)")
+    example.labels = np.array([items[t].id for t in example.texts], np.int64)

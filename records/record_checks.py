@@ -10,7 +10,7 @@ fix it. Everything is checked the way the training input pipeline will read the 
 * every per-instance field has one value per box (optional fields may be absent);
 * boxes are finite, normalized, inside the image and ordered (min < max);
 * labels are label-map ids (>= 1, 0 is the background) and class/text, when written, is
-  the label map's name for the label;
+  the label map's name or display name for the label (the OD API's decoder reads either);
 * each mask is an 8-bit single-channel PNG of the image's size holding only 0 and 1 (Model
   Garden's decoder uses the values as they are: 255 would be a mask weight of 255);
 * each box is around its mask: every mask pixel lies inside the box, with one pixel of
@@ -206,9 +206,10 @@ def check_labels(example: ImageExample, label_map: LabelMap | None) -> None:
         item = label_map.get(label)
         if item is None:
             raise _Problem(f"{shown} is not in the label map {label_map.source}")
-        if text is not None and text != item.name:
+        if text is not None and not label_map.matches(label, text):
+            also = f" (display name {item.display_name!r})" if item.display_name else ""
             raise _Problem(f"{shown} does not match the label map, where {label} is "
-                           f"{item.name!r}")
+                           f"{item.name!r}{also}")
 
 
 def decode_mask_strict(png: bytes) -> np.ndarray:

@@ -48,10 +48,11 @@ def test_every_segmentation_form_matches_ann_to_mask(shapes_dir, tmp_path):
     assert kinds["dict"] and kinds["list"] and kinds["dict-crowd"] and kinds["list-crowd"]
     assert any(len(a["segmentation"]) == 2 for a in data["annotations"]
                if isinstance(a["segmentation"], list))
-    # Non-contiguous ids 3, 7, 12, 90 become 1..4 in category-id order.
+    # Non-contiguous ids 3, 7, 12, 90 stay the label-map ids, as the OD API keeps COCO's.
     label_map = read_label_map(out / "label_map.pbtxt")
-    assert [(i.id, i.name) for i in label_map] == [(1, "circle"), (2, "square"), (3, "star"),
-                                                   (4, "triangle")]
+    assert [(i.id, i.name) for i in label_map] == [(3, "circle"), (7, "square"), (12, "star"),
+                                                   (90, "triangle")]
+    assert not (out / "category_ids.json").exists()
     # Image bytes are the original files, and the source ids are the numeric image ids.
     by_id = {img["id"]: img for img in data["images"]}
     for example in examples:

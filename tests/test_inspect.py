@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from records import keys
 from records.example_codec import ImageExample, encode_example, encode_mask_png
 from records.inspect import caption, class_keys
-from records.label_map import LabelMap, write_label_map
+from records.label_map import LabelMap, LabelMapItem, write_label_map
 from records.protos import example_pb2
 from records.reader import iter_examples
 from records.render import MASK_ALPHA, color_of, draw_instances
@@ -33,11 +33,13 @@ def inspect(*args: str, check: bool = False):
 
 @pytest.fixture(scope="module")
 def converted(shapes_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """The synthetic train split with crowd, RLE and two-part polygons, in 2 shards."""
+    """The synthetic train split with crowd, RLE and two-part polygons, in 2 shards, its
+    category ids 3, 7, 90, 12 renumbered 1..4."""
     root = tmp_path_factory.mktemp("inspect")
     annotation_file = root / "rich.json"
     annotation_file.write_text(json.dumps(rich_coco(shapes_dir)))
-    convert(annotation_file, shapes_dir / "images/train", root / "records", "--num_shards", "2")
+    convert(annotation_file, shapes_dir / "images/train", root / "records", "--num_shards", "2",
+            "--contiguous_ids")
     return annotation_file, root / "records"
 
 
@@ -396,3 +398,32 @@ def test_plots_picture_classes_instances_per_image_and_object_sizes(converted, t
     assert sizes["sqrt_area"]["max"] == pytest.approx(np.sqrt(areas.max()), rel=1e-5)
     text = inspect(shard_glob(records, "train"), check=True).stdout
     assert f"object sizes (COCO): {sizes['small']} small, {sizes['medium']} medium" in text
+
+
+def test_records_with_display_names_as_class_text_pass_the_check(tmp_path):
+    """class/text may hold an item's display name, as the OD API's decoder accepts (its Open
+    Images label maps name items by MID); the reader fills labels from either."""
+    directory = tmp_path / "records"
+    directory.mkdir()
+    label_map = LabelMap([LabelMapItem(1, "/m/01yrx", "cat"), LabelMapItem(2, "/m/0bt9lr",
+                                                                         "dog")])
+    write_label_map(label_map, directory / "label_map.pbtxt")
+    with_labels = _set(_good_example("1"), texts=["cat", "/m/0bt9lr"])
+    names_only = example_pb2.Example.FromString(encode_example(_good_example("2")))
+    del names_only.features.feature[keys.OBJECT_CLASS_LABEL]
+    with ShardedWriter(directory, "oid", 1) as writer:
+        writer.write(encode_example(with_labels))
+        writer.write(names_only.SerializeToString())
+    path = writer.paths[0]
+    result = inspect(str(path), "--check", check=True)
+    assert "OK: 2 records, 4 instances checked" in result.stdout
+    examples = [example for _, _, example in iter_examples(str(path), label_map)]
+    assert [list(e.labels) for e in examples] == [[1, 2], [1, 2]]
+    mismatch = _set(_good_example("3"), texts=["dog", "cat"])  # label 1 with text 'dog'
+    (tmp_path / "bad").mkdir()
+    path = _write_records(tmp_path / "bad", encode_example(mismatch))
+    write_label_map(label_map, path.parent / "label_map.pbtxt")
+    result = inspect(str(path), "--check")
+    assert result.returncode == 1
+    assert "does not match the label map, where 1 is '/m/01yrx' (display name 'cat')" in (
+        result.stderr)

@@ -18,7 +18,16 @@ from data_prep.annotations import AnnotationSet, Problem
 from data_prep.conversion import splits
 from data_prep.conversion.image_record import ConversionError, ConvertOptions
 from data_prep.conversion.summary import SplitSummary
-from records.label_map import LabelMap, LabelMapError, format_label_map, read_label_map
+from records.label_map import (
+    CATEGORY_IDS_NAME,
+    LabelMap,
+    LabelMapError,
+    category_ids_path,
+    format_category_ids,
+    format_label_map,
+    read_category_ids,
+    read_label_map,
+)
 from records.tfds_metadata import METADATA_FILES, SplitShards, metadata_texts
 
 log = logging.getLogger(__name__)
@@ -38,24 +47,52 @@ class SplitPlan:
     min_images_per_class: int = 0  # repeat images of rarer classes (0: no repeats)
 
 
+@dataclasses.dataclass(frozen=True)
+class ResolvedLabelMap:
+    """The label map a run writes, and the source's category ids when it renumbers them
+    (written beside it as category_ids.json; None: its ids are the source's own)."""
+
+    label_map: LabelMap
+    category_ids: dict[int, int | str] | None = None
+
+
 def resolve_label_map(annotations: AnnotationSet, output_dir: Path,
-                      label_map_path: str | None) -> LabelMap:
-    """The label map to write with: given, or derived from the data and checked against
-    one already in the output directory (so splits converted separately share ids)."""
+                      label_map_path: str | None) -> ResolvedLabelMap:
+    """The label map to write with: given (with the category_ids.json beside it), or derived
+    from the data and checked against one already in the output directory (so splits
+    converted separately share ids)."""
     if label_map_path:
-        return read_label_map(label_map_path)
-    derived = LabelMap.from_names(annotations.class_names, annotations.display_names)
+        return ResolvedLabelMap(read_label_map(label_map_path),
+                                read_category_ids(label_map_path))
+    derived = LabelMap.from_names(annotations.class_names, annotations.display_names,
+                                  annotations.label_ids)
     if annotations.class_relations:
         derived = with_relations(derived, annotations.class_relations)
+    category_ids = (dict(zip((item.id for item in derived), annotations.category_ids))
+                    if annotations.category_ids else None)
     existing_path = output_dir / LABEL_MAP_NAME
     if existing_path.exists():
         existing = read_label_map(existing_path)
         if existing != derived:
             raise LabelMapError(
                 f"{existing_path} already exists with other classes or ids than "
-                f"{annotations.source} gives ({existing.names} vs {derived.names}). Pass "
+                f"{annotations.source} gives ({_shown(existing)} vs {_shown(derived)}). Pass "
                 f"--label_map {existing_path} to use its ids, or remove it.")
-    return derived
+        existing_ids = read_category_ids(existing_path)
+        if existing_ids != category_ids:
+            raise LabelMapError(
+                f"{existing_path} already exists with other source category ids "
+                f"({category_ids_path(existing_path).name}: {existing_ids}) than "
+                f"{annotations.source} gives ({category_ids}). Pass --label_map "
+                f"{existing_path} to use its ids, or remove it.")
+    return ResolvedLabelMap(derived, category_ids)
+
+
+def _shown(label_map: LabelMap) -> str:
+    """Names, with ids when they are not 1..K."""
+    if [item.id for item in label_map] == list(range(1, len(label_map) + 1)):
+        return str(label_map.names)
+    return str({item.id: item.name for item in label_map})
 
 
 def with_relations(label_map: LabelMap, relations: dict) -> LabelMap:
@@ -74,18 +111,25 @@ def with_relations(label_map: LabelMap, relations: dict) -> LabelMap:
 
 
 def unknown_class_problems(annotations: AnnotationSet, label_map: LabelMap) -> list[Problem]:
-    """Drops objects whose class the label map lacks, returning one error for each."""
+    """Drops objects whose class the label map lacks, returning one error for each. A class
+    that is an item's display name (an OD API label map naming items by MID, given with
+    --label_map) is that item: it is written with the item's name."""
     problems = []
     for image in annotations.images:
         kept = []
         for obj in image.objects:
-            if label_map.has_name(obj.class_name):
+            try:
+                item = label_map.item_for_text(obj.class_name)
+            except LabelMapError as err:
+                item, message = None, str(err)
+            else:
+                message = f"class {obj.class_name!r} is not in the label map {label_map.source}"
+            if item is not None:
+                obj.class_name = item.name
                 kept.append(obj)
             else:
-                problems.append(Problem(
-                    "unknown_class", f"class {obj.class_name!r} is not in the label map "
-                    f"{label_map.source}", annotations.source,
-                    f"annotation {obj.annotation_id} ({image.file_name!r})"))
+                problems.append(Problem("unknown_class", message, annotations.source,
+                                        f"annotation {obj.annotation_id} ({image.file_name!r})"))
         image.objects = kept
     return problems
 
@@ -137,7 +181,8 @@ def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_nam
     output_dir = Path(output_dir)
     if num_shards < 1:
         raise UsageError(f"--num_shards must be at least 1, got {num_shards}")
-    label_map = resolve_label_map(annotations, output_dir, label_map_path)
+    resolved = resolve_label_map(annotations, output_dir, label_map_path)
+    label_map = resolved.label_map
     problems = annotations.problems + unknown_class_problems(annotations, label_map)
     errors = [p for p in problems if p.is_error]
     if errors and not options.skip_errors:
@@ -161,7 +206,8 @@ def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_nam
                                  max(1 if extra else 0, workers), options, summary,
                                  progress=progress, **extra))
             summaries.append(summary)
-        _stage_outputs(commit, output_dir, label_map, summaries, pending, tfds_metadata)
+        _stage_outputs(commit, output_dir, resolved, summaries, pending, tfds_metadata)
+        _stage_category_ids(commit, output_dir, resolved, annotations.source)
         commit.commit()
         for writer in pending:
             writer.abort()  # deletes what is left of its temporaries (a Beam staging dir)
@@ -175,10 +221,23 @@ def write_dataset(annotations: AnnotationSet, output_dir: str | Path, format_nam
     return summaries
 
 
-def _stage_outputs(commit: DirectoryCommit, output_dir: Path, label_map: LabelMap,
+def _stage_category_ids(commit: DirectoryCommit, output_dir: Path, resolved: ResolvedLabelMap,
+                        source: str) -> None:
+    """category_ids.json beside the label map when it renumbers the source's ids; an earlier
+    run's is removed otherwise, since it would map these ids wrongly."""
+    path = output_dir / CATEGORY_IDS_NAME
+    if resolved.category_ids:
+        commit.write_text(path, format_category_ids(resolved.category_ids, source))
+    elif path.exists():
+        log.info("removing %s: the label map's ids are the source's own", path)
+        commit.remove(path)
+
+
+def _stage_outputs(commit: DirectoryCommit, output_dir: Path, resolved: ResolvedLabelMap,
                    summaries: list[SplitSummary], writers: list, tfds_metadata: bool) -> None:
     """Adds every split's shards, its summary, the label map and the TFDS metadata (or the
     removal of an earlier run's) to `commit`; nothing is in place yet."""
+    label_map = resolved.label_map
     planned, replaced = [], set()
     for summary, writer in zip(summaries, writers):
         writer.stage(commit)

@@ -1,8 +1,11 @@
 """COCO instances JSON -> AnnotationSet.
 
 Handles polygons (one or more parts), uncompressed and compressed RLE, crowd annotations in
-either form, and non-contiguous category ids (mapped to label ids 1..K in category-id order).
-Masks are rasterized later exactly as pycocotools' `COCO.annToMask` does.
+either form, and the category ids as they are: the label map's ids are COCO's category ids,
+as the OD API and Model Garden have them (COCO itself goes up to 90 with gaps), unless
+`contiguous_ids` asks for 1..K in category-id order, in which case the category ids are
+recorded for category_ids.json. The quirks of annotation tools' COCO exports are handled in
+coco_tools.py. Masks are rasterized later exactly as pycocotools' `COCO.annToMask` does.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from data_prep.annotations import (
 )
 from data_prep.boxes import clip_box
 from data_prep.field_checks import FieldError, coordinates, finite_number, identifier, integer
+from data_prep.formats import coco_tools
 from data_prep.run_lengths import run_length_counts
 
 
@@ -42,41 +46,21 @@ def _require_coco_layout(data: Any, path: str) -> None:
 
 
 class _Reader:
-    def __init__(self, path: str, images_dir: str):
+    def __init__(self, path: str, images_dir: str, crowd_masks_as_objects: bool = False):
         self.path = path
         self.images_dir = images_dir
+        self.crowd_masks_as_objects = crowd_masks_as_objects
         self.problems: list[Problem] = []
         self.skipped_image_ids: set = set()  # images already reported (e.g. bad path)
+        self.seen: dict[Any, dict] = {}  # annotation id -> its first annotation
 
     def problem(self, reason: str, record: str, message: str, is_error: bool = True,
                 scope: str = "annotation") -> None:
         self.problems.append(Problem(reason, message, self.path, record, is_error, scope))
 
-    def categories(self, entries: list) -> dict[Any, str]:
-        names: dict[Any, str] = {}
-        for index, cat in enumerate(entries):
-            if not isinstance(cat, dict) or "id" not in cat or not cat.get("name"):
-                raise AnnotationFileError(f"{self.path}: categories[{index}] needs an 'id' and "
-                                          "a 'name'")
-            try:
-                category_id = identifier(cat["id"], f"categories[{index}].id")
-            except FieldError as err:
-                raise AnnotationFileError(f"{self.path}: {err}") from None
-            if not isinstance(cat["name"], (str, int, float)) or isinstance(cat["name"], bool):
-                raise AnnotationFileError(f"{self.path}: categories[{index}].name is "
-                                          f"{cat['name']!r}, not a name")
-            if category_id in names:
-                raise AnnotationFileError(f"{self.path}: category id {category_id} is used "
-                                          "twice")
-            names[category_id] = str(cat["name"])
-        duplicates = {n for n in names.values() if list(names.values()).count(n) > 1}
-        if duplicates:
-            raise AnnotationFileError(f"{self.path}: category names {sorted(duplicates)} are "
-                                      "used by more than one category id")
-        return names
-
     def images(self, entries: list) -> dict[Any, ImageAnnotation]:
         images: dict[Any, ImageAnnotation] = {}
+        entries_by_id: dict[Any, dict] = {}
         numeric_ids = all(isinstance(e, dict) and isinstance(e.get("id"), int)
                           and not isinstance(e.get("id"), bool) and e["id"] >= 0
                           for e in entries)
@@ -90,8 +74,13 @@ class _Reader:
                 self.problem("bad_image_entry", f"images[{index}]", str(err), scope="image")
                 continue
             record = f"image {image_id} ({entry['file_name']!r})"
-            if image_id in images:
+            if image_id in entries_by_id:
+                if entries_by_id[image_id] == entry:
+                    self.problem("duplicate_image", record, "is listed again, identically; "
+                                 "kept once", is_error=False, scope="image")
+                    continue
                 raise AnnotationFileError(f"{self.path}: {record}: image id is used twice")
+            entries_by_id[image_id] = entry
             try:
                 file_name = field_checks.file_name(entry["file_name"], "file_name")
                 width, height = (None if entry.get(key) is None else
@@ -100,7 +89,8 @@ class _Reader:
             except FieldError as err:
                 self.problem("bad_image_entry", record, str(err), scope="image")
                 continue
-            path = resolve_inside(self.images_dir, file_name)
+            path = coco_tools.image_file(self.images_dir, file_name, resolve_inside,
+                                         self.problem, record)
             if path is None:
                 self.problem("path_escapes_images_dir", record,
                              f"file name escapes the images directory {self.images_dir}",
@@ -133,10 +123,14 @@ class _Reader:
                 return None
             return RunLengths(counts, height, width)
         if isinstance(segm, list) and segm and not any(isinstance(v, list) for v in segm):
-            segm = [segm]  # a single flat polygon, as some tools write it
+            self.problem("flat_polygon", record, "segmentation is one flat list of numbers, "
+                         "not a list of polygons; read as one polygon", is_error=False)
+            segm = [segm]
         if not isinstance(segm, list) or not segm:
+            box_only = " (a box only: box tools export rectangles so)" if ann.get("bbox") else ""
             self.problem("no_segmentation", record,
-                         "has no segmentation (polygon or RLE); instance masks need one")
+                         f"has no segmentation (polygon or RLE){box_only}; instance masks "
+                         "need one")
             return None
         parts = []
         for part_index, part in enumerate(segm):
@@ -185,8 +179,57 @@ class _Reader:
             bbox = clipped
         return bbox
 
+    def _repeated(self, ann: dict, ann_id: Any, record: str) -> bool:
+        """True for an annotation identical to an earlier one with its id (VIA writes a
+        region matching several attribute options once per option): reported, dropped.
+        Only annotations whose ids collide are compared."""
+        earlier = self.seen.setdefault(ann_id, ann)
+        if earlier is ann:
+            return False
+        if earlier == ann:
+            self.problem("duplicate_annotation", record, "is listed again, identically; kept "
+                         "once", is_error=False)
+            return True
+        self.problem("annotation_id_reused", record, "shares its id with another annotation; "
+                     "both are kept", is_error=False)
+        return False
+
+    def _ids(self, ann: dict, record: str, images: dict, categories: dict):
+        """The image and category keys an annotation names; None when it names no image
+        or category (reported)."""
+        if "category_id" not in ann or ann["category_id"] is None:
+            self.problem("no_category", record, "has no category_id (makesense.ai exports "
+                         "polygons left without a label so): give it a label")
+            return None
+        try:
+            image_id = identifier(ann.get("image_id"), "image_id")
+            category_id = identifier(ann.get("category_id"), "category_id")
+        except FieldError as err:
+            self.problem("bad_annotation", record, str(err))
+            return None
+        image_key, retyped_image = coco_tools.lookup(images, image_id)
+        if image_key is None:
+            if image_id not in self.skipped_image_ids:
+                self.problem("unknown_image", record,
+                             f"names image id {image_id!r}, which is not in 'images'")
+            return None
+        category_key, retyped_category = coco_tools.lookup(categories, category_id)
+        where = f"{record} (image {images[image_key].file_name!r})"
+        if category_key is None:
+            self.problem("unknown_category", where, f"names category id {category_id!r}, "
+                         "which is not in 'categories'")
+            return None
+        for retyped, name, written, key in ((retyped_image, "image", image_id, image_key),
+                                            (retyped_category, "category", category_id,
+                                             category_key)):
+            if retyped:
+                self.problem("id_type_mismatch", where, f"{name}_id {written!r} is written "
+                             f"as {type(written).__name__}, where '{name}s' has {key!r}; "
+                             "matched", is_error=False)
+        return image_key, category_key
+
     def annotation(self, ann: Any, index: int, images: dict, categories: dict
-                   ) -> tuple[Any, ObjectAnnotation] | None:
+                   ) -> tuple[Any, Any, ObjectAnnotation] | None:
         if not isinstance(ann, dict):
             self.problem("bad_annotation", f"annotations[{index}]", "is not an object")
             return None
@@ -196,23 +239,19 @@ class _Reader:
             self.problem("bad_annotation", f"annotations[{index}]", str(err))
             return None
         record = f"annotation {ann_id}"
-        try:
-            image_id = identifier(ann.get("image_id"), "image_id")
-            category_id = identifier(ann.get("category_id"), "category_id")
-        except FieldError as err:
-            self.problem("bad_annotation", record, str(err))
+        if self._repeated(ann, ann_id, record):
             return None
-        image = images.get(image_id)
-        if image is None:
-            if image_id not in self.skipped_image_ids:
-                self.problem("unknown_image", record,
-                             f"names image id {image_id!r}, which is not in 'images'")
+        if coco_tools.is_keypoint_only(ann):
+            self.problem("keypoints_only", record, "holds keypoints and no segmentation (VIA "
+                         "exports point regions so): not an instance; skipped",
+                         is_error=False)
             return None
+        keys = self._ids(ann, record, images, categories)
+        if keys is None:
+            return None
+        image_key, category_key = keys
+        image = images[image_key]
         record += f" (image {image.file_name!r})"
-        if category_id not in categories:
-            self.problem("unknown_category", record, f"names category id "
-                         f"{category_id!r}, which is not in 'categories'")
-            return None
         try:
             is_crowd = field_checks.flag(ann.get("iscrowd", 0), "iscrowd")
             area = (None if ann.get("area") is None
@@ -223,41 +262,57 @@ class _Reader:
         segmentation = self.segmentation(ann, record, image)
         if segmentation is None:
             return None
+        if coco_tools.is_crowd_mask(ann, ann.get("segmentation")):
+            if self.crowd_masks_as_objects:
+                is_crowd = False
+                self.problem("crowd_mask_as_object", record, "a crowd mask (iscrowd 1, RLE) "
+                             "taken as one object (--crowd_masks_as_objects)", is_error=False)
+            elif isinstance(ann.get("attributes"), dict):
+                self.problem("crowd_mask", record, coco_tools.crowd_mask_message(ann),
+                             is_error=False)
         bbox = ann.get("bbox")
         if bbox is not None:
             bbox = self.box(bbox, record, image)
             if bbox is False:
                 return None
-        return image_id, ObjectAnnotation(
-            annotation_id=str(ann_id), class_name=categories[category_id],
-            segmentation=segmentation, bbox=bbox, is_crowd=is_crowd,
-            area=area if area is not None and area >= 0 else None)
+        return image_key, category_key, ObjectAnnotation(
+            annotation_id=str(ann_id), class_name="", segmentation=segmentation, bbox=bbox,
+            is_crowd=is_crowd, area=area if area is not None and area >= 0 else None)
 
 
-def read_coco(annotations_file: str | Path, images_dir: str | Path) -> AnnotationSet:
+def read_coco(annotations_file: str | Path, images_dir: str | Path,
+              contiguous_ids: bool = False, crowd_masks_as_objects: bool = False
+              ) -> AnnotationSet:
     """Reads a COCO instances file; problems are collected, not raised, except for a file
-    that is not COCO at all (AnnotationFileError)."""
+    that is not COCO at all (AnnotationFileError).
+
+    contiguous_ids: label-map ids 1..K in category-id order (the category ids are kept for
+    category_ids.json) instead of the category ids themselves.
+    crowd_masks_as_objects: RLE annotations marked iscrowd are single objects (CVAT).
+    """
     path = str(annotations_file)
     data = load_json(path, "COCO")
     _require_coco_layout(data, path)
-    reader = _Reader(path, str(images_dir))
-    categories = reader.categories(data["categories"])
+    reader = _Reader(path, str(images_dir), crowd_masks_as_objects)
+    categories = coco_tools.read_categories(data["categories"], path, reader.problem)
     images = reader.images(data["images"])
     reader.skipped_image_ids = {_hashable(e.get("id")) for e in data["images"]
                                 if isinstance(e, dict)} - set(images)
+    used: set = set()
     for index, ann in enumerate(data["annotations"]):
         result = reader.annotation(ann, index, images, categories)
         if result is not None:
-            image_id, obj = result
-            images[image_id].objects.append(obj)
-    class_names = [categories[cid] for cid in sorted(categories, key=_sort_key)]
-    return AnnotationSet(source=path, class_names=class_names, images=list(images.values()),
-                         problems=reader.problems)
+            image_key, category_key, obj = result
+            obj.class_name = categories[category_key].name
+            images[image_key].objects.append(obj)
+            used.add(category_key)
+    coco_tools.drop_grouping_categories(categories, used, reader.problem)
+    order, label_ids, category_ids = coco_tools.label_ids(categories, contiguous_ids,
+                                                          reader.problem)
+    return AnnotationSet(source=path, class_names=[categories[c].name for c in order],
+                         images=list(images.values()), problems=reader.problems,
+                         label_ids=label_ids, category_ids=category_ids)
 
 
 def _hashable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, type(None))) else repr(value)
-
-
-def _sort_key(category_id: Any) -> tuple:
-    return (0, category_id, "") if isinstance(category_id, (int, float)) else (1, 0, str(category_id))

@@ -1,6 +1,6 @@
 """Each annotation format's flags of create_tfrecords.py, and the reader call they make.
 
-The readers themselves (coco.py, via.py, openimages.py, voc.py, tfds_source.py) take
+The readers themselves (coco.py, via.py, labelme.py, openimages.py, voc.py, tfds_source.py) take
 explicit arguments and know nothing of the command line; this module is the one adapter
 between `--format NAME` plus its flags and a reader. A new format adds a module with a
 `read_...` function and one `Format` entry here.
@@ -41,12 +41,41 @@ def _images_dir(args: argparse.Namespace) -> str:
 
 # --- coco ---------------------------------------------------------------------------------
 def _coco_flags(group) -> None:
-    """COCO needs only the shared --annotations and --images_dir."""
+    group.add_argument("--contiguous_ids", action="store_true",
+                       help="coco: number the classes 1..K in category-id order instead of "
+                       "keeping the category ids as label-map ids (the default, as the OD "
+                       "API does: COCO's go up to 90); the category ids are kept in "
+                       "category_ids.json beside label_map.pbtxt for COCO results")
+    group.add_argument("--crowd_masks_as_objects", action="store_true",
+                       help="coco: take run-length masks marked iscrowd 1 as single objects "
+                       "(CVAT's COCO export marks every mask as crowd; training skips crowd "
+                       "regions)")
 
 
 def _read_coco(args: argparse.Namespace) -> AnnotationSet:
     path = _annotations(args, "coco", "a COCO instances JSON")
-    return _reader("data_prep.formats.coco", "read_coco")(path, _images_dir(args))
+    return _reader("data_prep.formats.coco", "read_coco")(
+        path, _images_dir(args), contiguous_ids=args.contiguous_ids,
+        crowd_masks_as_objects=args.crowd_masks_as_objects)
+
+
+# --- labelme ------------------------------------------------------------------------------
+def _labelme_flags(group) -> None:
+    group.add_argument("--labelme_work_dir", metavar="DIR",
+                       help="labelme: extract images embedded in the JSON files (imageData) "
+                       "here and keep them (default: a hidden directory in --output_dir, "
+                       "deleted at exit)")
+
+
+def _read_labelme(args: argparse.Namespace) -> AnnotationSet:
+    from data_prep.formats import labelme, work_dir
+
+    path = _annotations(args, "labelme", "a Labelme JSON file or a directory of them")
+    return labelme.read_labelme(
+        path, images_dir=args.images_dir or None,
+        work_dir=work_dir.WorkDir(args.output_dir, args.labelme_work_dir),
+        limits=FileLimits(args.max_file_mb * 2**20, args.max_image_pixels),
+        exclude=args.output_dir)
 
 
 # --- via ----------------------------------------------------------------------------------
@@ -157,6 +186,7 @@ def _read_tfds(args: argparse.Namespace) -> AnnotationSet:
 FORMATS = {f.name: f for f in (
     Format("coco", "data_prep.formats.coco", _coco_flags, _read_coco),
     Format("via", "data_prep.formats.via", _via_flags, _read_via),
+    Format("labelme", "data_prep.formats.labelme", _labelme_flags, _read_labelme),
     Format("openimages", "data_prep.formats.openimages", _openimages_flags, _read_openimages),
     Format("voc", "data_prep.formats.voc", _voc_flags, _read_voc),
     Format("tfds", "data_prep.formats.tfds_source", _tfds_flags, _read_tfds),

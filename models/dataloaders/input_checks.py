@@ -37,7 +37,11 @@ def _size(path: str) -> int:
 
 
 def check_label_map(label_map_path: str, num_classes: int, field: str) -> LabelMap | None:
-    """The label map, after checking that its ids are exactly 1..num_classes."""
+    """The label map, after checking that its largest id is num_classes.
+
+    Ids may have gaps (COCO's category ids, kept as label-map ids, go up to 90 for 80
+    classes): num_classes is the largest id, as in the OD API's COCO configs, and the unused
+    ids are classes that never occur."""
     if not label_map_path:
         return None
     try:
@@ -45,11 +49,14 @@ def check_label_map(label_map_path: str, num_classes: int, field: str) -> LabelM
     except LabelMapError as err:
         raise InputCheckError(f"{field}.label_map_path: {err}") from None
     if label_map.max_id != num_classes:
+        gaps = (f", {label_map.max_id - len(label_map)} of them unused: num_classes counts "
+                "to the largest id, as the OD API's COCO configs have num_classes: 90"
+                if len(label_map) != label_map.max_id else "")
         raise InputCheckError(
             f"{field}.label_map_path: {label_map_path} has {len(label_map)} classes (ids up to "
-            f"{label_map.max_id}) but model.faster_rcnn.num_classes is {num_classes}; set "
-            f"num_classes: {label_map.max_id} or use the label map the records were written "
-            "with")
+            f"{label_map.max_id}{gaps}) but model.faster_rcnn.num_classes is {num_classes}; "
+            f"set num_classes: {label_map.max_id} or use the label map the records were "
+            "written with")
     return label_map
 
 

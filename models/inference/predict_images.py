@@ -3,7 +3,9 @@
 `predict_images` writes into OUTPUT_DIR one PNG per image (<name>.png: masks, boxes, class
 names and scores of the detections scoring at least score_threshold), detections.json
 (COCO results: every detection the model returned, whatever its score, as mAP needs;
-category ids are label-map ids; masks as RLE), images.json (COCO image entries: id,
+category ids are the source's: the label-map ids, or, when the label map renumbered the
+source's categories (create_tfrecords.py --contiguous_ids), the ids of category_ids.json
+beside it; masks as RLE), images.json (COCO image entries: id,
 file_name, height, width) and, given COCO ground truth (images matched by file name),
 metrics.json with COCO box and mask mAP (models/evaluation/coco_metrics.py, the scorer
 continuous evaluation uses). With debug_stages, debug_stages/ gets the stage pictures of
@@ -30,6 +32,7 @@ from models.inference.image_io import (
     write_png,
 )
 from models.serving.saved_model_client import Detector
+from records.label_map import LabelMapError, read_category_ids
 
 RESULTS_FILE = "detections.json"
 
@@ -64,6 +67,32 @@ def _image_ids(paths: list[Path], ground_truth) -> tuple[list[int], list[Path]]:
     return ids, unmatched
 
 
+def source_category_ids(saved_model: Path, label_map_path: str | None
+                        ) -> dict[int, int | str] | None:
+    """Label-map id -> the source's category id, from the category_ids.json beside the label
+    map (given, or the export's); None when the label-map ids are the source's own."""
+    path = label_map_path or saved_model.absolute().parent / "label_map.pbtxt"
+    try:
+        return read_category_ids(path)
+    except LabelMapError as err:
+        raise InferError(str(err)) from None
+
+
+def with_source_ids(results: list[dict], category_ids: dict[int, int | str] | None
+                    ) -> list[dict]:
+    """COCO results whose category ids are the source's (mapped through category_ids)."""
+    if not category_ids:
+        return results
+    for result in results:
+        label = result["category_id"]
+        if label not in category_ids:
+            raise InferError(f"the model predicted class {label}, which category_ids.json "
+                             f"does not map (it maps {sorted(category_ids)}): use the label "
+                             "map and category_ids.json the model was trained with")
+        result["category_id"] = category_ids[label]
+    return results
+
+
 def predict_images(saved_model: str | Path, images: str, output_dir: str | Path,
                    score_threshold: float = 0.5, label_map_path: str | None = None,
                    annotations: str | None = None, skip_bad_images: bool = False,
@@ -76,6 +105,7 @@ def predict_images(saved_model: str | Path, images: str, output_dir: str | Path,
     paths = find_images(images)
     saved_model = Path(saved_model)
     name_of = class_names(find_label_map(saved_model, label_map_path))
+    category_ids = source_category_ids(saved_model, label_map_path)
     ground_truth = load_ground_truth(annotations) if annotations else None
     image_ids, unmatched = _image_ids(paths, ground_truth)
     detector = Detector(saved_model)
@@ -92,7 +122,7 @@ def predict_images(saved_model: str | Path, images: str, output_dir: str | Path,
                 skipped[path] = str(err)
                 continue
             detections = detector(image)
-            results += coco_results(image_id, detections)
+            results += with_source_ids(coco_results(image_id, detections), category_ids)
             entries.append({"id": image_id, "file_name": path.name, "height": image.shape[0],
                             "width": image.shape[1]})
             shown = detections.select(detections.scores >= score_threshold)

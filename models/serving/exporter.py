@@ -26,7 +26,7 @@ from models.builders.experiment_builder import BuiltPipeline
 from models.modeling.restore import MODEL_KEY, restore_model
 from models.serving.signatures import INPUT_TYPES, ServingModule
 from pipelines.config_util import save_pipeline_config
-from records.label_map import read_label_map
+from records.label_map import copy_category_ids, read_label_map
 
 log = logging.getLogger(__name__)
 
@@ -62,5 +62,6 @@ def export_inference_graph(built: BuiltPipeline, checkpoint_path: str | Path,
         save_pipeline_config(built.pipeline, staging / "pipeline.config")
         if label_map_path:
             shutil.copyfile(label_map_path, staging / "label_map.pbtxt")
+            copy_category_ids(label_map_path, staging)  # beside it when ids were renumbered
     log.info("exported %s to %s", checkpoint, Path(output_directory).absolute())
     return Path(output_directory)

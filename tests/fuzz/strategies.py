@@ -8,6 +8,7 @@ list or a dict; keys go missing and structures change shape.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import io
@@ -323,5 +324,64 @@ def openimages(draw) -> FuzzInput:
     return FuzzInput("openimages", files, flags)
 
 
+LABELME_SHAPES = ["polygon", "rectangle", "circle", "mask", "oriented_rectangle", "line",
+                  "linestrip", "point", "cuboid", None]
+POINT_COUNTS = {"rectangle": 2, "circle": 2, "mask": 2, "line": 2, "point": 1,
+                "oriented_rectangle": 4}
+
+
+@st.composite
+def labelme_shape(draw, mixed: bool) -> dict:
+    kind = draw(st.sampled_from(LABELME_SHAPES))
+    count = POINT_COUNTS.get(kind, draw(st.integers(0, 6))) + draw(st.sampled_from([0, 0, 0, 1]))
+    points = [[draw(coordinate), draw(coordinate)] for _ in range(count)]
+    junk = 0.05 if mixed else 0.0
+    shape = {"label": draw(sometimes(st.sampled_from(["cat", "dog", "cat", "__ignore__", ""]),
+                                     junk)),
+             "points": draw(sometimes(st.just(points), junk)),
+             "group_id": draw(sometimes(st.sampled_from([None, None, None, 0, 1]), junk)),
+             "description": "", "shape_type": kind, "flags": {}, "mask": None}
+    if kind == "mask":
+        patch = np.zeros((draw(st.integers(1, 9)), draw(st.integers(1, 9))), np.uint8)
+        patch[::2] = 1
+        shape["mask"] = draw(st.one_of(st.just(base64.b64encode(_png(patch)).decode()),
+                                       st.just("no base64!"), JUNK))
+    return _maybe_drop(draw, shape) if mixed else shape
+
+
+@st.composite
+def labelme(draw) -> FuzzInput:
+    """Labelme JSON files; embedded images are extracted into --labelme_work_dir (in the
+    example's directory): the harness checks the output directory in this process, before
+    the exit that removes the default work directory inside it."""
+    mixed = draw(st.booleans())
+    pool = pool_files()
+    files = {}
+    for index in range(draw(st.integers(1, 3))):
+        name = draw(file_name if mixed else st.sampled_from(POOL[:3]))
+        embedded = name if isinstance(name, str) and name in SIZES else "a.jpg"
+        width, height = SIZES[embedded]
+        data = draw(st.sampled_from(["none", "none", "pool", "corrupt", "junk"]))
+        image_data = {"none": None, "pool": base64.b64encode(pool[embedded]).decode(),
+                      "corrupt": base64.b64encode(pool["corrupt.jpg"]).decode()}.get(data)
+        if data == "junk":
+            image_data = draw(JUNK)
+        junk = 0.1 if mixed else 0.0
+        document = {"version": "5.5.0", "flags": {},
+                    "shapes": [draw(labelme_shape(mixed)) for _ in range(draw(st.integers(0, 4)))],
+                    "imagePath": name, "imageData": image_data,
+                    "imageHeight": draw(sometimes(st.just(height), junk)),
+                    "imageWidth": draw(sometimes(st.just(width), junk))}
+        document = draw(sometimes(st.just(_maybe_drop(draw, document) if mixed else document),
+                                  0.05 if mixed else 0.0))
+        text = _json(document)
+        if mixed and draw(st.integers(0, 19)) == 0:  # not JSON at all
+            text = text[:draw(st.integers(0, len(text)))]
+        files[f"labelme/{index:02d}.json"] = text
+    flags = ["--annotations", "{dir}/labelme", "--images_dir", "{pool}",
+             "--labelme_work_dir", "{dir}/extracted"]
+    return FuzzInput("labelme", files, flags)
+
+
 FORMATS = {"coco": coco(), "via1": via1(), "via2": via2(), "via_csv": via_csv(), "voc": voc(),
-           "openimages": openimages()}
+           "openimages": openimages(), "labelme": labelme()}
