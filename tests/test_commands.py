@@ -51,12 +51,15 @@ def _commands(tmp):
                        str(tmp / "x.npy")], "cannot be read"),
         "show_outputs": (["-m", "models.tools.show_outputs", str(empty)],
                          "num_detections.npy"),
+        "analyze": (["-m", "models.tools.analyze", "--detections", f"{MISSING}.json",
+                     "--annotations", f"{MISSING}.json", "--output_dir", str(tmp / "an")],
+                    "not COCO annotations"),
     }
 
 
 COMMANDS = ("create_tfrecords", "model_main_tf2", "exporter_main_v2", "inspect",
             "tfds_metadata", "synthetic", "infer", "debug_stages", "ensemble", "list_variables",
-            "image_npy", "show_outputs")
+            "image_npy", "show_outputs", "analyze")
 
 
 def test_every_command_is_covered(tmp_path):
@@ -132,7 +135,8 @@ def test_a_truncated_training_shard_is_an_error_naming_file_record_and_byte(tiny
 def test_the_installed_commands_exist_and_answer_help():
     """pyproject.toml's console scripts, as `make venv` (pip install -e .) installed them."""
     bin_dir = Path(sys.executable).parent
-    for command in ("create_tfrecords", "inspect_records", "synthetic_shapes", "maskrcnn_infer"):
+    for command in ("create_tfrecords", "inspect_records", "synthetic_shapes", "maskrcnn_infer",
+                    "maskrcnn_analyze"):
         result = subprocess.run([str(bin_dir / command), "--help"], capture_output=True,
                                 text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr)
