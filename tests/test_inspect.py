@@ -15,10 +15,11 @@ from pycocotools.coco import COCO
 
 from records import keys
 from records.example_codec import ImageExample, encode_example, encode_mask_png
-from records.inspect import caption, class_keys
+from records.inspect import caption
 from records.label_map import LabelMap, LabelMapItem, write_label_map
 from records.protos import example_pb2
 from records.reader import iter_examples
+from records.record_statistics import class_keys
 from records.render import MASK_ALPHA, color_of, draw_instances
 from records.tfrecord_io import ShardedWriter, shard_glob
 from tests.coco_helpers import convert, rich_coco
