@@ -29,6 +29,7 @@ from records.protos import string_int_label_map_pb2 as label_map_pb2
 from records.tfrecord_io import is_remote
 
 CATEGORY_IDS_NAME = "category_ids.json"  # label-map id -> source category id, beside the map
+MAX_LABEL_ID = 2 ** 31 - 1  # StringIntLabelMapItem.id is an int32
 
 
 class LabelMapError(UserError, ValueError):
@@ -64,6 +65,10 @@ class LabelMap:
                 raise LabelMapError(
                     f"{source}: item {item.name!r} has id {item.id}; ids start at 1 "
                     "(0 is the background)")
+            if item.id > MAX_LABEL_ID:
+                raise LabelMapError(
+                    f"{source}: item {item.name!r} has id {item.id}; a label map holds ids up "
+                    f"to {MAX_LABEL_ID} (an int32)")
             if not item.name:
                 raise LabelMapError(f"{source}: item with id {item.id} has no name")
             if item.id in self._by_id:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import create_tfrecords
+from data_prep.formats.coco_tools import MAX_KEPT_CATEGORY_ID
 from records.label_map import LabelMapError, read_category_ids, read_label_map
 from records.reader import read_examples
 from records.tfrecord_io import shard_glob
@@ -80,6 +81,31 @@ def test_category_ids_are_the_label_map_ids_unless_contiguous_ids(gap_coco, tmp_
         "--output_dir", str(val), "--label_map", str(kept / "label_map.pbtxt"))
     assert not (val / "category_ids.json").exists()
     assert read_label_map(val / "label_map.pbtxt").max_id == 9
+
+
+@pytest.mark.parametrize("largest", [MAX_KEPT_CATEGORY_ID + 1, 44424252794227632])
+def test_ids_too_large_for_a_classifier_or_a_label_map_are_renumbered(gap_coco, largest,
+                                                                      tmp_path):
+    """num_classes is the largest kept id: an id beyond 10,000 would make a head of mostly
+    unused outputs, one beyond int32 cannot be in a label map at all (the fuzz suite found
+    the second ending in protobuf's ValueError). Both are renumbered 1..K with a warning."""
+    annotations, images = gap_coco
+    remap = {2: 3, 5: 7, 6: 11, 9: largest}
+    source = with_ids(annotations, remap, tmp_path / "large.json")
+    out = tmp_path / "out"
+    run("--format", "coco", "--annotations", str(source), "--images_dir", str(images),
+        "--output_dir", str(out))
+    assert [item.id for item in read_label_map(out / "label_map.pbtxt")] == [1, 2, 3, 4]
+    assert read_category_ids(out / "label_map.pbtxt") == {1: 3, 2: 7, 3: 11, 4: largest}
+    summary = json.loads((out / "train.summary.json").read_text())
+    assert summary["warnings"]["category_ids_renumbered"] == 1
+
+
+def test_a_label_map_id_beyond_int32_is_an_error_naming_the_item(tmp_path):
+    path = tmp_path / "label_map.pbtxt"
+    path.write_text("item { id: 1 name: 'cat' }\nitem { id: 2147483648 name: 'dog' }\n")
+    with pytest.raises(LabelMapError, match=str(path)):
+        read_label_map(path)
 
 
 def test_the_od_api_coco_label_map_converts_coco_by_display_name(gap_coco, tmp_path):

@@ -26,6 +26,9 @@ from data_prep.annotations import AnnotationFileError, found_by_file_name, posix
 from data_prep.field_checks import FieldError, identifier
 
 Report = Callable[..., None]  # (reason, record, message, is_error=..., scope=...)
+# Kept category ids become the classifier's size (num_classes = the largest id): beyond this
+# the head would be mostly unused outputs, so larger ids are renumbered 1..K instead.
+MAX_KEPT_CATEGORY_ID = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +94,16 @@ def label_ids(categories: dict[Any, Category], contiguous: bool, report: Report
     """(category ids in label-map order, label-map ids or None for 1..K, the source's ids
     to record when the label map renumbers them)."""
     order = sorted(categories, key=sort_key)
-    ids_are_labels = all(isinstance(i, int) and i >= 1 for i in order)
-    if not contiguous and ids_are_labels:
+    odd = [i for i in order if not (isinstance(i, int) and 1 <= i <= MAX_KEPT_CATEGORY_ID)]
+    if not contiguous and not odd:
         return order, list(order), None
     if not contiguous:
-        odd = [i for i in order if not (isinstance(i, int) and i >= 1)]
         report("category_ids_renumbered", "categories",
-               f"category ids {odd[:5]} cannot be label-map ids (those are integers from 1; "
-               "0 is the background), so the classes get ids 1..K in category-id order, "
-               "recorded with the source's ids in category_ids.json (Label Studio numbers "
-               "categories from 0)", is_error=False)
+               f"category ids {odd[:5]} cannot be label-map ids (those are integers from 1 "
+               f"to {MAX_KEPT_CATEGORY_ID}: 0 is the background, and the model gets one "
+               "output per id up to the largest), so the classes get ids 1..K in "
+               "category-id order, recorded with the source's ids in category_ids.json "
+               "(Label Studio numbers categories from 0)", is_error=False)
     renumbered = order != list(range(1, len(order) + 1))
     return order, None, (order if renumbered else None)
 

@@ -93,7 +93,9 @@ def main(argv=None) -> int:
     try:
         outcomes = fuzz(args.format, args.examples, args.seed, args.commands)
     except Violation as err:
-        print(json.dumps({"format": args.format, "violation": str(err)}), flush=True)
+        # hypothesis adds the failing example as an exception note ("Falsifying example")
+        print(json.dumps({"format": args.format, "violation": str(err),
+                          "input": getattr(err, "__notes__", [])}), flush=True)
         return 1
     # VmHWM, not ru_maxrss: ru_maxrss keeps the high-water mark of the process this one was
     # forked from (a pytest worker holding TensorFlow) across exec.
