@@ -87,6 +87,7 @@ def _backbone(frcnn, reading: OdApiReading, substitute: bool) -> None:
             reading.error(field, f"'{kind}' has no Model Garden counterpart; write type: "
                           f"\"{ours}\" ({why}), or port the file with `python -m "
                           "pipelines.port_od_config IN.config OUT.config`")
+            extractor.type = ours  # the error above stands; the builders check the rest
 
 
 def _resizer(frcnn, reading: OdApiReading) -> None:
@@ -244,11 +245,11 @@ def _mask_head(frcnn, reading: OdApiReading) -> None:
         positives = math.ceil(frcnn.second_stage_batch_size *
                               frcnn.second_stage_balance_fraction)
         frcnn.second_stage_num_sampled_masks = max(positives, 1)
-        reading.change(f"{FIELD}.second_stage_batch_size",
-                       f"{frcnn.second_stage_batch_size} RoIs with a foreground fraction of "
-                       f"{frcnn.second_stage_balance_fraction:g}: the mask loss takes up to "
-                       f"{positives} positive RoIs an image (second_stage_num_sampled_masks), "
-                       "as the OD API trains masks on every positive RoI")
+        reading.change(f"{FIELD}.second_stage_num_sampled_masks",
+                       f"{positives} (Model Garden's; unset): the most positive RoIs of "
+                       f"second_stage_batch_size {frcnn.second_stage_batch_size} at a "
+                       f"foreground fraction of {frcnn.second_stage_balance_fraction:g}, as the "
+                       "OD API trains masks on every positive RoI")
     if predictor.HasField("mask_prediction_conv_depth") and \
             predictor.mask_prediction_conv_depth == 0:
         channels = frcnn.fpn.num_filters
