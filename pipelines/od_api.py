@@ -139,7 +139,8 @@ def _weight_decay(config, weights: list[tuple[str, float]], reading: OdApiReadin
         train.weight_decay = nonzero[-1]
         spread = "" if len({w for _, w in weights}) == 1 else \
             f" (Model Garden has one weight decay; the file's weights: {listed})"
-        reading.change(weights[-1][0] + ".regularizer.l2_regularizer.weight",
+        heaviest = max(weights, key=lambda pair: pair[1])[0]
+        reading.change(heaviest + ".regularizer.l2_regularizer.weight",
                        f"{nonzero[-1]:g} becomes train_config.weight_decay, which applies to "
                        f"every kernel, the backbone's too{spread}")
 
