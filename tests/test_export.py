@@ -380,3 +380,66 @@ def test_a_checkpoint_of_another_backbone_fails_naming_variables(export, tmp_pat
     assert "faster_rcnn_resnet34_fpn_keras" in str(error.value)
     assert re.search(r"model/backbone/\S+", str(error.value))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_od_api_outputs_let_od_api_client_code_run_unchanged(export, tmp_path):
+    """--od_api_outputs: the OD API's raw and per-detection outputs, consistent with each
+    other and with the detections, and its class padding; the other outputs unchanged."""
+    from models.builders.experiment_builder import load_and_build
+    from models.serving.exporter import export_inference_graph
+    from records.label_map import read_label_map
+
+    image = val_image(export, OTHER_SIZE)
+    reference = serve(export.saved_model, image[np.newaxis])
+    # a score threshold between the 5th and 6th detection, so that some slots are padding
+    threshold = float(reference["detection_scores"][0, 4:6].mean())
+    built = load_and_build(export.config, [
+        "model { faster_rcnn { second_stage_post_processing { batch_non_max_suppression { "
+        f"score_threshold: {threshold} }} }} }} }}"])
+    target = export_inference_graph(built, export.model_dir, tmp_path / "od_api",
+                                    od_api_outputs=True)
+    outputs = serve(target / "saved_model", image[np.newaxis])
+    extra = {"raw_detection_boxes", "raw_detection_scores", "detection_multiclass_scores",
+             "detection_anchor_indices"}
+    assert set(outputs) == OUTPUT_KEYS | extra
+    assert all(outputs[key].dtype == np.float32 for key in extra | {"detection_classes"})
+    count = int(outputs["num_detections"][0])
+    assert count == int(np.sum(reference["detection_scores"][0] > threshold))
+    assert 0 < count < outputs["detection_scores"].shape[1]
+    for key in OUTPUT_KEYS - {"num_detections"}:
+        np.testing.assert_allclose(outputs[key][0, :count], reference[key][0, :count],
+                                   atol=1e-5, err_msg=key)
+    classes = outputs["detection_classes"][0]
+    assert np.all(classes[count:] == 1.0)  # the OD API's padding: class 0 + its offset 1
+    proposals = built.task.model.roi_generator.test_num_proposals
+    raw_boxes, raw_scores = outputs["raw_detection_boxes"][0], outputs["raw_detection_scores"][0]
+    assert raw_boxes.shape == (proposals, 4) and raw_scores.shape == (proposals, NUM_CLASSES + 1)
+    assert np.all((raw_boxes >= 0) & (raw_boxes <= 1))
+    np.testing.assert_allclose(raw_scores.sum(axis=-1), 1.0, atol=1e-4)  # softmax, background 0
+    indices = outputs["detection_anchor_indices"][0]
+    multiclass = outputs["detection_multiclass_scores"][0]
+    assert multiclass.shape == (classes.shape[0], NUM_CLASSES + 1)
+    assert not indices[count:].any() and not multiclass[count:].any()
+    same_box = 0
+    for i in range(count):
+        proposal, label = int(indices[i]), int(classes[i])
+        assert indices[i] == proposal and 0 <= proposal < proposals
+        np.testing.assert_allclose(multiclass[i], raw_scores[proposal], atol=1e-6)
+        # a detection is its proposal's box and score for its class
+        np.testing.assert_allclose(multiclass[i, label], outputs["detection_scores"][0, i],
+                                   atol=1e-5)
+        if np.argmax(raw_scores[proposal, 1:]) + 1 == label:
+            np.testing.assert_allclose(raw_boxes[proposal], outputs["detection_boxes"][0, i],
+                                       atol=1e-5)
+            same_box += 1
+    assert same_box > 0
+    # OD API client code, as its tutorials write it: a dictionary of the first detections and
+    # a category index looked up for every slot, the padding included
+    labels = read_label_map(target / "label_map.pbtxt")
+    category_index = {item.id: {"id": item.id, "name": item.label} for item in labels.items}
+    num_detections = int(outputs.pop("num_detections")[0])
+    detections = {key: value[0, :num_detections] for key, value in outputs.items()}
+    detections["detection_classes"] = detections["detection_classes"].astype(np.int64)
+    assert [category_index[c]["name"] for c in outputs["detection_classes"][0].astype(int)]
+    assert detections["detection_masks"].shape[0] == num_detections

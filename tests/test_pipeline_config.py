@@ -38,13 +38,16 @@ def test_unknown_field_names_line_message_and_valid_fields(tmp_path):
     with pytest.raises(PipelineConfigError) as info:
         load_and_build(config)
     message = str(info.value)
-    assert message.startswith(f"{config}:3:")
-    assert "unknown field 'num_clases' in FasterRcnn" in message and "num_classes" in message
+    # one error for the whole file: the typo with its line, and what its absence leaves out
+    assert f"{config}:3: unknown field 'num_clases' in FasterRcnn" in message
+    assert "did you mean 'num_classes'?" in message
+    assert f"{config}:2: model.faster_rcnn.num_classes: must be at least 1" in message
 
 
-def test_od_api_fields_we_do_not_honour_are_errors_not_ignored():
-    with pytest.raises(PipelineConfigError, match="unknown field 'sync_replicas'"):
-        parse_pipeline_config("train_config { sync_replicas: true }")
+def test_fields_of_neither_schema_are_errors_not_ignored():
+    with pytest.raises(PipelineConfigError, match="unknown field 'sync_replica' in "
+                       "TrainConfig .*did you mean 'sync_replicas'"):
+        parse_pipeline_config("train_config { sync_replica: true }")
 
 
 def test_semantic_errors_point_at_the_field_line(tmp_path):
@@ -258,3 +261,56 @@ def test_experiment_maps_inputs_trainer_and_eval(tmp_path):
         with pytest.raises(PipelineConfigError) as info:
             build_pipeline(broken)
         assert info.value.field.startswith(field)
+
+
+def test_od_api_options_model_garden_has_map_onto_it():
+    model = model_builder.build_model_config(_faster_rcnn(
+        "second_stage_box_predictor { mask_rcnn_box_predictor { share_box_across_classes: true"
+        " } } second_stage_post_processing { score_converter: SIGMOID "
+        "batch_non_max_suppression { soft_nms_sigma: 0.5 use_cpu_nms: true } } "
+        "second_stage_classification_loss { weighted_sigmoid {} }"))
+    assert model.detection_head.class_agnostic_bbox_pred
+    generator = model.detection_generator
+    assert generator.use_sigmoid_probability and generator.use_cpu_nms
+    assert (generator.nms_version, generator.soft_nms_sigma) == ("v1", 0.5)
+    losses = model_builder.build_losses_config(_faster_rcnn(
+        "second_stage_classification_loss { weighted_sigmoid {} }"), weight_decay=0.0)
+    assert losses.frcnn_class_use_binary_cross_entropy
+    rms = optimizer_builder.build_optimization_config(_optimizer(
+        "rms_prop_optimizer { learning_rate { constant_learning_rate { learning_rate: 0.01 } } "
+        "momentum_optimizer_value: 0.8 decay: 0.95 epsilon: 0.5 }"))
+    assert rms.optimizer.type == "rmsprop"
+    assert (round(rms.optimizer.rmsprop.rho, 6), round(rms.optimizer.rmsprop.momentum, 6),
+            rms.optimizer.rmsprop.epsilon) == (0.95, 0.8, 0.5)
+    # the zoo's schedules start with an entry at step 0: that rate from the first step on
+    zoo = optimizer_builder.build_optimization_config(_optimizer(
+        "momentum_optimizer { learning_rate { manual_step_learning_rate { "
+        "initial_learning_rate: 0.5 schedule { step: 0 learning_rate: 0.0003 } "
+        "schedule { step: 100 learning_rate: 0.00003 } } } }"))
+    assert math.isclose(_lr(zoo, 0), 0.0003, rel_tol=1e-5)
+    assert math.isclose(_lr(zoo, 150), 0.00003, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("text, field, detail", [
+    ("second_stage_post_processing { score_converter: IDENTITY }", "score_converter",
+     "IDENTITY (raw logits as scores) is not available"),
+    ("image_resizer { identity_resizer {} }", "image_resizer.identity_resizer",
+     "is not available: Model Garden trains on one input size"),
+    ("second_stage_box_predictor { rfcn_box_predictor {} }", "second_stage_box_predictor",
+     "rfcn_box_predictor is not a Mask R-CNN head"),
+    ("second_stage_batch_size: 0", "second_stage_batch_size", "must be at least 1"),
+    ("second_stage_balance_fraction: 1.5", "second_stage_balance_fraction",
+     "must be between 0 and 1"),
+    # 64 px, levels 2-6, 3 anchors a place: 1023 anchors, fewer than the 2000 proposals
+    ("image_resizer { keep_aspect_ratio_resizer { min_dimension: 64 max_dimension: 64 } } "
+     "first_stage_max_proposals: 2000 second_stage_batch_size: 1200",
+     "second_stage_batch_size", "1200 RoIs an image cannot be sampled from 1123 candidates "
+     "(1023 proposals, all the anchors of a 64x64 input on levels 2-6"),
+])
+def test_values_model_garden_fails_on_are_config_errors(text, field, detail):
+    faster_rcnn = _faster_rcnn("image_resizer { keep_aspect_ratio_resizer { min_dimension: 100 "
+                               "max_dimension: 100 } } " + text)
+    with pytest.raises(PipelineConfigError) as info:
+        model_builder.build_model_config(faster_rcnn)
+    assert any(field in p.field and detail in p.detail
+               for p in info.value.problems or [info.value]), str(info.value)

@@ -17,17 +17,13 @@ from official.vision.configs import maskrcnn as mg
 
 from models.builders import input_reader_builder, model_builder, optimizer_builder, stage_builder
 from models.builders.stage_builder import Stage
-from pipelines.config_util import (
-    PipelineConfig,
-    PipelineConfigError,
-    apply_overrides,
-    parse_pipeline_config,
-)
+from pipelines.config_util import PipelineConfig, PipelineConfigError, read_pipeline_config
+from pipelines.errors import Problems
+from pipelines.od_api import METRICS_SETS
 
 # The OD API's eval_config.metrics_set names that we compute (COCO through Model Garden's
-# evaluator; the Open Images challenge metric in models/oid_metrics.py).
-KNOWN_METRICS_SETS = ("coco_detection_metrics", "coco_mask_metrics",
-                      "oid_challenge_segmentation_metrics")
+# evaluator; the Open Images challenge metric in models/evaluation/oid_challenge.py).
+KNOWN_METRICS_SETS = METRICS_SETS
 
 
 @dataclasses.dataclass
@@ -72,25 +68,35 @@ def _metrics_sets(pipeline: PipelineConfig, include_mask: bool) -> tuple[str, ..
 
 def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
                    sample_1_of_n_eval_examples: int | None = None) -> BuiltPipeline:
-    """Maps a parsed pipeline config onto Model Garden; raises PipelineConfigError."""
+    """Maps a parsed pipeline config onto Model Garden; raises one PipelineConfigError that
+    lists every problem found."""
     if pipeline.model.WhichOneof("model") != "faster_rcnn":
         raise PipelineConfigError("needs faster_rcnn { ... } (Mask R-CNN)", "model")
+    problems = Problems()
     faster_rcnn = pipeline.model.faster_rcnn
     train = pipeline.train_config
-    stages, stage_rates = stage_builder.build_stages(train)
-    model = model_builder.build_model_config(faster_rcnn)
-    train_data = input_reader_builder.build_data_config(
-        pipeline.train_input_reader, "train_input_reader", train.batch_size, True)
+    stages, stage_rates = problems.value(stage_builder.build_stages, train, default=([], None))
+    model = problems.value(model_builder.build_model_config, faster_rcnn, default=None)
+    train_data = problems.value(input_reader_builder.build_data_config,
+                                pipeline.train_input_reader, "train_input_reader",
+                                train.batch_size, True, default=None)
     if len(pipeline.eval_input_reader) > 1:
-        raise PipelineConfigError("only one eval_input_reader is supported", "eval_input_reader")
+        problems.add("only one eval_input_reader is supported", "eval_input_reader")
     eval_reader = pipeline.eval_input_reader[0] if pipeline.eval_input_reader else None
-    validation_data = (input_reader_builder.build_data_config(
-        eval_reader, "eval_input_reader", pipeline.eval_config.batch_size or 1, False)
+    validation_data = (problems.value(
+        input_reader_builder.build_data_config, eval_reader, "eval_input_reader",
+        pipeline.eval_config.batch_size or 1, False, default=None)
         if eval_reader is not None else mg.DataConfig(is_training=False))
     num_steps = int(train.num_steps)  # with stages, build_stages has set it to their sum
-    if num_steps < 1:
-        raise PipelineConfigError("must be at least 1 (or pass --num_train_steps)",
-                                  "train_config.num_steps")
+    if num_steps < 1 and not (train.stage and not stages):
+        problems.add("must be at least 1 (or pass --num_train_steps)", "train_config.num_steps")
+    optimization = problems.value(optimizer_builder.build_optimization_config, train.optimizer,
+                                  train.gradient_clipping_by_norm, stage_rates, default=None)
+    include_mask = faster_rcnn.number_of_stages == 3 and \
+        faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor.predict_instance_masks
+    metrics_sets = problems.value(_metrics_sets, pipeline, include_mask, default=())
+    resize = problems.value(model_builder.build_resize_spec, faster_rcnn, default=None)
+    problems.raise_any()
     steps_per_loop = max(1, math.gcd(min(100, num_steps), checkpoint_every_n))
     task = mg.MaskRCNNTask(
         model=model,
@@ -107,8 +113,7 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
         checkpoint_interval=checkpoint_every_n,
         max_to_keep=train.checkpoint_max_to_keep,
         validation_steps=-1,
-        optimizer_config=optimizer_builder.build_optimization_config(
-            train.optimizer, train.gradient_clipping_by_norm, stage_rates))
+        optimizer_config=optimization)
     experiment = cfg.ExperimentConfig(
         task=task, trainer=trainer,
         runtime=cfg.RuntimeConfig(mixed_precision_dtype="float32", enable_xla=False))
@@ -117,12 +122,12 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
     return BuiltPipeline(
         pipeline=pipeline,
         experiment=experiment,
-        resize=model_builder.build_resize_spec(faster_rcnn),
+        resize=resize,
         rpn_targets=model_builder.build_rpn_targets(faster_rcnn),
         train_label_map_path=pipeline.train_input_reader.label_map_path,
         eval_label_map_path=eval_reader.label_map_path if eval_reader is not None else "",
         sample_1_of_n_eval_examples=sample,
-        metrics_sets=_metrics_sets(pipeline, model.include_mask),
+        metrics_sets=metrics_sets,
         stages=stages,
     )
 
@@ -130,16 +135,19 @@ def build_pipeline(pipeline: PipelineConfig, checkpoint_every_n: int = 1000,
 def load_and_build(path: str | Path, overrides: Sequence[str] = (),
                    num_train_steps: int | None = None, checkpoint_every_n: int = 1000,
                    sample_1_of_n_eval_examples: int | None = None) -> BuiltPipeline:
-    """Reads, overrides and builds a pipeline config; errors point at lines of `path`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PipelineConfigError(f"pipeline config {path} does not exist") from None
-    pipeline = apply_overrides(parse_pipeline_config(text, str(path)), overrides)
-    if num_train_steps:
-        pipeline.train_config.num_steps = num_train_steps
-    try:
-        return build_pipeline(pipeline, checkpoint_every_n, sample_1_of_n_eval_examples)
-    except PipelineConfigError as err:
-        raise err.located(str(path), text) from None
+    """Reads, overrides and builds a pipeline config (an OD API config is translated first,
+    with its warning); every problem of the file is raised at once, pointing at its line."""
+    loaded = read_pipeline_config(path, overrides)
+    problems = list(loaded.problems)
+    if loaded.config is not None:
+        pipeline = loaded.config
+        if num_train_steps:
+            pipeline.train_config.num_steps = num_train_steps
+        try:
+            built = build_pipeline(pipeline, checkpoint_every_n, sample_1_of_n_eval_examples)
+        except PipelineConfigError as err:
+            problems.append(err.located(loaded.source, loaded.text))
+        else:
+            if not problems:
+                return built
+    raise PipelineConfigError.combine(problems)

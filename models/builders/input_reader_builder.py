@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from official.vision.configs import maskrcnn as mg
 
-from pipelines.config_util import PipelineConfigError
+from pipelines.errors import PipelineConfigError
 from pipelines.protos import input_reader_pb2
 
 

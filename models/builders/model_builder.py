@@ -12,8 +12,10 @@ import re
 from official.vision.configs import backbones, common, decoders
 from official.vision.configs import maskrcnn as mg
 
-from pipelines.config_util import PipelineConfigError
-from pipelines.protos import faster_rcnn_pb2
+from models.builders import model_checks
+from pipelines import od_api_fields
+from pipelines.errors import PipelineConfigError, Problems
+from pipelines.protos import faster_rcnn_pb2, post_processing_pb2
 
 FIELD = "model.faster_rcnn"
 SUPPORTED_DEPTHS = (18, 34, 50, 101, 152)
@@ -56,8 +58,15 @@ def backbone_depth(extractor: faster_rcnn_pb2.FasterRcnnFeatureExtractor) -> int
     if not extractor.type:
         raise _error("feature_extractor.type", f"is required; one of {supported}")
     if not match or int(match["depth"]) not in SUPPORTED_DEPTHS:
+        hint = ""
+        if extractor.type in od_api_fields.RESNET_TYPES:
+            hint = (" (the OD API's ResNet is faster_rcnn_resnet"
+                    f"{od_api_fields.RESNET_TYPES[extractor.type]}_fpn_keras here)")
+        elif extractor.type in od_api_fields.SUBSTITUTES:
+            depth, why = od_api_fields.SUBSTITUTES[extractor.type]
+            hint = f" (nearest: faster_rcnn_resnet{depth}_fpn_keras; {why})"
         raise _error("feature_extractor.type", f"unsupported feature extractor "
-                     f"{extractor.type!r}; supported: {supported}")
+                     f"{extractor.type!r}{hint}; supported: {supported}")
     return int(match["depth"])
 
 
@@ -87,6 +96,9 @@ def build_resize_spec(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> ResizeSpec:
                          "min_dimension <= max_dimension")
         return ResizeSpec("keep_aspect_ratio", keep.max_dimension, keep.max_dimension,
                           keep.min_dimension)
+    if kind is not None:
+        raise _error(f"image_resizer.{kind}", "is not available: Model Garden trains on one "
+                     "input size; write keep_aspect_ratio_resizer or fixed_shape_resizer")
     raise _error("image_resizer", "is required: keep_aspect_ratio_resizer or "
                  "fixed_shape_resizer")
 
@@ -104,24 +116,33 @@ def _anchor_levels(faster_rcnn: faster_rcnn_pb2.FasterRcnn):
 
 
 def build_model_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> mg.MaskRCNN:
-    """The Model Garden model config for `faster_rcnn`."""
+    """The Model Garden model config for `faster_rcnn`; every problem found is reported at
+    once (one PipelineConfigError)."""
+    problems = Problems()
     if faster_rcnn.num_classes < 1:
-        raise _error("num_classes", "must be at least 1 (label-map ids 1..num_classes)")
+        problems.add("must be at least 1 (label-map ids 1..num_classes)", f"{FIELD}.num_classes")
     if faster_rcnn.number_of_stages not in (2, 3):
-        raise _error("number_of_stages", "must be 2 (boxes) or 3 (boxes and masks)")
+        problems.add("must be 2 (boxes) or 3 (boxes and masks)", f"{FIELD}.number_of_stages")
     predictor = faster_rcnn.second_stage_box_predictor.mask_rcnn_box_predictor
     include_mask = faster_rcnn.number_of_stages == 3 and predictor.predict_instance_masks
-    if predictor.mask_height != predictor.mask_width or predictor.mask_height % 2:
-        raise _error("second_stage_box_predictor.mask_rcnn_box_predictor.mask_height",
-                     "mask_height and mask_width must be equal and even (the mask head "
-                     "upsamples a RoI crop of half that size 2x)")
-    min_level, max_level, anchor = _anchor_levels(faster_rcnn)
-    resize = build_resize_spec(faster_rcnn)
+    model_checks.check_values(faster_rcnn, include_mask, problems)
+    min_level, max_level, anchor = problems.value(_anchor_levels, faster_rcnn,
+                                                  default=(2, 6, mg.Anchor()))
+    resize = problems.value(build_resize_spec, faster_rcnn, default=None)
     extractor = faster_rcnn.feature_extractor
+    depth = problems.value(backbone_depth, extractor, default=50)
+    multiplier = problems.value(_depth_multiplier, extractor, default=1.0)
+    if resize is not None:
+        model_checks.check_sampling(
+            faster_rcnn, include_mask, resize.padded_size(max_level), min_level, max_level,
+            len(anchor.aspect_ratios) * anchor.num_scales, problems)
+    problems.raise_any()
     nms = faster_rcnn.second_stage_post_processing.batch_non_max_suppression
     proposals = faster_rcnn.first_stage_max_proposals
     eval_proposals = (faster_rcnn.first_stage_max_proposals_eval
                       if faster_rcnn.HasField("first_stage_max_proposals_eval") else proposals)
+    sigmoid = (faster_rcnn.second_stage_post_processing.score_converter ==
+               post_processing_pb2.PostProcessing.SIGMOID)
     return mg.MaskRCNN(
         num_classes=faster_rcnn.num_classes + 1,  # Model Garden counts the background
         input_size=resize.padded_size(max_level) + [3],
@@ -130,8 +151,7 @@ def build_model_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> mg.MaskRCNN:
         anchor=anchor,
         include_mask=include_mask,
         backbone=backbones.Backbone(
-            type="resnet", resnet=backbones.ResNet(model_id=backbone_depth(extractor),
-                                                   depth_multiplier=_depth_multiplier(extractor))),
+            type="resnet", resnet=backbones.ResNet(model_id=depth, depth_multiplier=multiplier)),
         decoder=decoders.Decoder(type="fpn", fpn=decoders.FPN(
             num_filters=faster_rcnn.fpn.num_filters,
             use_separable_conv=faster_rcnn.fpn.use_separable_conv)),
@@ -139,7 +159,8 @@ def build_model_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> mg.MaskRCNN:
                             num_filters=faster_rcnn.first_stage_box_predictor_depth),
         detection_head=mg.DetectionHead(
             num_convs=predictor.box_head_num_convs, num_filters=predictor.box_head_conv_depth,
-            num_fcs=predictor.box_head_num_fcs, fc_dims=predictor.box_head_fc_dims),
+            num_fcs=predictor.box_head_num_fcs, fc_dims=predictor.box_head_fc_dims,
+            class_agnostic_bbox_pred=predictor.share_box_across_classes),
         roi_generator=mg.ROIGenerator(
             pre_nms_score_threshold=faster_rcnn.first_stage_nms_score_threshold,
             nms_iou_threshold=faster_rcnn.first_stage_nms_iou_threshold,
@@ -160,7 +181,11 @@ def build_model_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn) -> mg.MaskRCNN:
             pre_nms_score_threshold=nms.score_threshold,
             nms_iou_threshold=nms.iou_threshold,
             pre_nms_top_k=nms.max_detections_per_class,
-            max_num_detections=nms.max_total_detections),
+            max_num_detections=nms.max_total_detections,
+            use_cpu_nms=nms.use_cpu_nms,
+            use_sigmoid_probability=sigmoid,
+            **({"nms_version": "v1", "soft_nms_sigma": nms.soft_nms_sigma}
+               if nms.soft_nms_sigma > 0 else {})),
         mask_head=mg.MaskHead(
             num_convs=predictor.mask_prediction_num_conv_layers,
             num_filters=predictor.mask_prediction_conv_depth,
@@ -186,6 +211,8 @@ def build_losses_config(faster_rcnn: faster_rcnn_pb2.FasterRcnn, weight_decay: f
         frcnn_class_weight=faster_rcnn.second_stage_classification_loss_weight,
         frcnn_box_weight=faster_rcnn.second_stage_localization_loss_weight,
         mask_weight=faster_rcnn.second_stage_mask_prediction_loss_weight,
+        frcnn_class_use_binary_cross_entropy=faster_rcnn.second_stage_classification_loss
+        .HasField("weighted_sigmoid"),
         l2_weight_decay=weight_decay)
 
 

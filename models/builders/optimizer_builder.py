@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from official.modeling import optimization
 
-from pipelines.config_util import PipelineConfigError
+from pipelines.errors import PipelineConfigError
 from pipelines.protos import optimizer_pb2
 
 FIELD = "train_config.optimizer"
@@ -43,24 +43,33 @@ def _schedule(rate: optimizer_pb2.LearningRate, where: str) -> tuple[dict, dict 
         return schedule, warmup
     if kind == "manual_step_learning_rate":
         manual = rate.manual_step_learning_rate
-        steps = [s.step for s in manual.schedule]
+        entries = list(manual.schedule)
+        initial = manual.initial_learning_rate
+        if entries and entries[0].step == 0:
+            # The OD API's rate at step k is that of the last boundary <= k: an entry at step
+            # 0 replaces initial_learning_rate from the first step on.
+            if manual.warmup:
+                raise _error(f"{where}.manual_step_learning_rate.warmup",
+                             "needs a first schedule step above 0 to warm up over")
+            initial, entries = entries[0].learning_rate, entries[1:]
+        steps = [s.step for s in entries]
         if steps != sorted(set(steps)) or (steps and steps[0] == 0):
             raise _error(f"{where}.manual_step_learning_rate.schedule",
-                         "steps must be positive and increasing")
+                         "steps must be increasing (only the first may be 0)")
         # The OD API switches rates at step == boundary; PiecewiseConstantDecay one step
         # later, hence the - 1.
+        if not steps:
+            if manual.warmup:
+                raise _error(f"{where}.manual_step_learning_rate.warmup",
+                             "needs a schedule entry after step 0 to warm up to")
+            return {"type": "constant", "constant": {"learning_rate": initial}}, None
         schedule = {"type": "stepwise", "stepwise": {
             "boundaries": [step - 1 for step in steps],
-            "values": [manual.initial_learning_rate] + [s.learning_rate for s in
-                                                        manual.schedule]}}
+            "values": [initial] + [s.learning_rate for s in entries]}}
         warmup = None
         if manual.warmup:
-            if not steps:
-                raise _error(f"{where}.manual_step_learning_rate.warmup",
-                             "needs at least one schedule entry to warm up to")
             warmup = {"type": "linear", "linear": {
-                "warmup_steps": steps[0],
-                "warmup_learning_rate": manual.initial_learning_rate}}
+                "warmup_steps": steps[0], "warmup_learning_rate": initial}}
         return schedule, warmup
     if kind == "exponential_decay_learning_rate":
         exponential = rate.exponential_decay_learning_rate
@@ -91,12 +100,19 @@ def build_optimization_config(optimizer: optimizer_pb2.Optimizer,
         optimizer_config = {"type": "sgd", "sgd": {
             "momentum": momentum.momentum_optimizer_value, **clip}}
         schedule, warmup = _schedule(momentum.learning_rate, "momentum_optimizer.learning_rate")
+    elif kind == "rms_prop_optimizer":
+        rms = optimizer.rms_prop_optimizer
+        optimizer_config = {"type": "rmsprop", "rmsprop": {
+            "rho": rms.decay, "momentum": rms.momentum_optimizer_value,
+            "epsilon": rms.epsilon, **clip}}
+        schedule, warmup = _schedule(rms.learning_rate, "rms_prop_optimizer.learning_rate")
     elif kind == "adam_optimizer":
         adam = optimizer.adam_optimizer
         optimizer_config = {"type": "adam", "adam": {"epsilon": adam.epsilon, **clip}}
         schedule, warmup = _schedule(adam.learning_rate, "adam_optimizer.learning_rate")
     else:
-        raise _error("", "is required: momentum_optimizer or adam_optimizer")
+        raise _error("", "is required: momentum_optimizer, adam_optimizer or "
+                     "rms_prop_optimizer")
     if stage_rates is not None:
         ends, rates = stage_rates
         # Step k (1-based) is optimizer iteration k - 1: stage i covers iterations up to

@@ -11,7 +11,7 @@ import dataclasses
 import re
 from typing import Sequence
 
-from pipelines.config_util import PipelineConfigError
+from pipelines.errors import PipelineConfigError
 
 HEADS = r"^(decoder|rpn_head|detection_head|mask_head)/"
 # trainable_layers preset -> the regexes of the variables it trains

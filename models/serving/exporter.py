@@ -38,10 +38,13 @@ class ExportError(UserError, ValueError):
 def export_inference_graph(built: BuiltPipeline, checkpoint_path: str | Path,
                            output_directory: str | Path, input_type: str = "image_tensor",
                            full_image_masks: bool = True, batch_size: int | None = 1,
-                           config_name: str = "the pipeline config") -> Path:
+                           config_name: str = "the pipeline config",
+                           od_api_outputs: bool = False) -> Path:
     """Writes the export directory (see the module doc); returns its path.
 
     batch_size: the signature's batch dimension (None: any number of same-size images).
+    od_api_outputs: also the OD API's raw and per-detection outputs, and its padding of
+    detection_classes (models/serving/signatures.py), for OD API client code.
     """
     if input_type not in INPUT_TYPES:
         raise ExportError(f"unknown --input_type {input_type!r}; choose from "
@@ -52,7 +55,7 @@ def export_inference_graph(built: BuiltPipeline, checkpoint_path: str | Path,
     with staged_directory(output_directory, "saved_model") as staging:
         model, checkpoint = restore_model(built, checkpoint_path, config_name)
         module = ServingModule(built.experiment, model, built.resize, input_type,
-                               full_image_masks, batch_size)
+                               full_image_masks, batch_size, od_api_outputs)
         export_base.export(module, function_keys={INPUT_TYPES[input_type]: "serving_default"},
                            export_savedmodel_dir=str(staging / "saved_model"),
                            timestamped=False)

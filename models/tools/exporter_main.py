@@ -12,7 +12,10 @@ float32 0..255 for float_image_tensor; [1] strings for encoded_image_string_tens
 tf_example; with --batch_size=0 any number of same-size images) and returns detection_boxes
 (normalized to the original image), detection_scores, detection_classes (label-map ids,
 float32), num_detections, detection_masks (box-relative probabilities) and, unless
---nofull_image_masks, detection_masks_image (uint8 0/1 masks of the input's size). Try it:
+--nofull_image_masks, detection_masks_image (uint8 0/1 masks of the input's size); with
+--od_api_outputs also the OD API's raw_detection_boxes, raw_detection_scores,
+detection_multiclass_scores and detection_anchor_indices, detection_classes padded with 1.0
+as its exports do. Try it:
 
     saved_model_cli show --dir OUTPUT_DIRECTORY/saved_model --all
 """
@@ -42,6 +45,10 @@ flags.DEFINE_multi_string("config_override", [], "Text-format fragment merged in
                           "score_threshold: 0.3 } } } }'. Repeatable.")
 flags.DEFINE_bool("full_image_masks", True, "Also output detection_masks_image: 0/1 uint8 "
                   "masks of the input image's size (more memory per call for large images).")
+flags.DEFINE_bool("od_api_outputs", False, "Also output the OD API's raw_detection_boxes, "
+                  "raw_detection_scores, detection_multiclass_scores and "
+                  "detection_anchor_indices, and pad detection_classes with 1.0 as its "
+                  "exports do, so OD API client code runs unchanged.")
 flags.DEFINE_integer("batch_size", 1, "Images per call: 1 as the OD API's exports (fastest); "
                      "0 accepts any number of same-size images.", lower_bound=0)
 FLAGS = flags.FLAGS
@@ -62,7 +69,8 @@ def main(argv: list[str]) -> int:
     built = load_and_build(FLAGS.pipeline_config_path, FLAGS.config_override)
     export_inference_graph(built, FLAGS.trained_checkpoint_dir, FLAGS.output_directory,
                            FLAGS.input_type, FLAGS.full_image_masks,
-                           FLAGS.batch_size or None, config_name=FLAGS.pipeline_config_path)
+                           FLAGS.batch_size or None, config_name=FLAGS.pipeline_config_path,
+                           od_api_outputs=FLAGS.od_api_outputs)
     print(f"try: saved_model_cli show --dir {FLAGS.output_directory}/saved_model --all")
     return 0
 
