@@ -54,12 +54,14 @@ def _commands(tmp):
         "analyze": (["-m", "models.tools.analyze", "--detections", f"{MISSING}.json",
                      "--annotations", f"{MISSING}.json", "--output_dir", str(tmp / "an")],
                     "not COCO annotations"),
+        "port_od_config": (["-m", "pipelines.port_od_config", f"{MISSING}.config",
+                            str(tmp / "ported.config")], "does not exist"),
     }
 
 
 COMMANDS = ("create_tfrecords", "model_main_tf2", "exporter_main_v2", "inspect",
             "tfds_metadata", "synthetic", "infer", "debug_stages", "ensemble", "list_variables",
-            "image_npy", "show_outputs", "analyze")
+            "image_npy", "show_outputs", "analyze", "port_od_config")
 
 
 def test_every_command_is_covered(tmp_path):
@@ -136,7 +138,7 @@ def test_the_installed_commands_exist_and_answer_help():
     """pyproject.toml's console scripts, as `make venv` (pip install -e .) installed them."""
     bin_dir = Path(sys.executable).parent
     for command in ("create_tfrecords", "inspect_records", "synthetic_shapes", "maskrcnn_infer",
-                    "maskrcnn_analyze"):
+                    "maskrcnn_analyze", "port_od_config"):
         result = subprocess.run([str(bin_dir / command), "--help"], capture_output=True,
                                 text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr)
