@@ -75,7 +75,11 @@ demo: protos
 	    --images '$(DEMO_DIR)/shapes/images/val/*' \
 	    --annotations $(DEMO_DIR)/shapes/annotations/instances_val.json \
 	    --output_dir $(DEMO_DIR)/predictions
+	$(PY) -m models.tools.analyze --detections $(DEMO_DIR)/predictions/detections.json \
+	    --annotations $(DEMO_DIR)/shapes/annotations/instances_val.json \
+	    --images_dir $(DEMO_DIR)/shapes/images/val --output_dir $(DEMO_DIR)/analysis
 	@echo "Pictures of the results: $(DEMO_DIR)/predictions/*.png"
+	@echo "Where the model fails: $(DEMO_DIR)/analysis/index.html"
 	@echo "TensorBoard: $(PY) -m tensorboard.main --logdir $(DEMO_DIR)/model"
 
 clean:
