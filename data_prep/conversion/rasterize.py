@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import cv2
 import numpy as np
@@ -54,15 +55,22 @@ def polygon_overhang(polygons: Polygons, height: int, width: int) -> float:
 def _checked_parts(polygons: Polygons, height: int, width: int
                    ) -> tuple[list[np.ndarray], float]:
     """Each part as float64 [x0, y0, x1, ...] and the overhang, from one conversion per
-    part; MaskError unless every vertex is finite and within one image size of it."""
+    part; MaskError unless every vertex is finite and within one image size of it.
+
+    Both checks read the per-axis extremes: a NaN or an infinity anywhere is one of them.
+    """
     parts, overhang = [], 0.0
     for index, part in enumerate(polygons.parts):
         flat = np.asarray(part, np.float64)
         points = flat.reshape(-1, 2)
-        if not np.isfinite(points).all():
+        parts.append(flat)
+        if not points.size:
+            continue
+        x_min, y_min = points.min(axis=0).tolist()
+        x_max, y_max = points.max(axis=0).tolist()
+        if not all(map(math.isfinite, (x_min, y_min, x_max, y_max))):
             raise MaskError(f"polygon part {index} has a coordinate that is not a finite "
                             "number")
-        (x_min, y_min), (x_max, y_max) = points.min(axis=0), points.max(axis=0)
         if x_min < -width or x_max > 2 * width or y_min < -height or y_max > 2 * height:
             outside = ((points[:, 0] < -width) | (points[:, 0] > 2 * width)
                        | (points[:, 1] < -height) | (points[:, 1] > 2 * height))
@@ -72,8 +80,7 @@ def _checked_parts(polygons: Polygons, height: int, width: int
                             "up to one image width or height outside it, where the mask is "
                             "clipped)")
         overhang = max(overhang, -x_min, x_max - width, -y_min, y_max - height)
-        parts.append(flat)
-    return parts, float(overhang)
+    return parts, overhang
 
 
 def check_polygons(polygons: Polygons, height: int, width: int) -> None:
