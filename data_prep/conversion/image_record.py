@@ -18,7 +18,7 @@ from data_prep.annotations import ImageAnnotation, Polygons, Problem
 from data_prep.boxes import box_iou, clip_box, mask_box
 from data_prep.conversion.image_files import fill_boxes_gray, load_image
 from data_prep.conversion.orientation import display_to_stored, orientation_note
-from data_prep.conversion.rasterize import MaskError, polygon_overhang, rasterize
+from data_prep.conversion.rasterize import MaskError, rasterize_instance
 from data_prep.safe_files import FileLimits, ImageFileError
 from records.example_codec import ImageExample, encode_example, encode_mask_png
 from records.label_map import LabelMap
@@ -106,19 +106,19 @@ def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOp
     for obj in item.objects:
         obj_record = f"annotation {obj.annotation_id} ({item.file_name!r})"
         try:
-            mask = rasterize(obj.segmentation, drawn_height, drawn_width, options.limits)
+            raster = rasterize_instance(obj.segmentation, drawn_height, drawn_width,
+                                        options.limits)
         except MaskError as err:
             problems.append(Problem("bad_mask", str(err), source, obj_record))
             continue
-        if isinstance(obj.segmentation, Polygons) and polygon_overhang(
-                obj.segmentation, drawn_height, drawn_width) > OVERHANG_PIXELS:
+        if isinstance(obj.segmentation, Polygons) and raster.overhang > OVERHANG_PIXELS:
             problems.append(Problem("polygon_clipped", "polygon reaches beyond the image; its "
                                     "mask is clipped to the image", source, obj_record,
                                     is_error=False))
-        given = obj.bbox
+        mask, given, tight = raster.mask, obj.bbox, raster.box
         if display:
             mask, given = display_to_stored(mask, image.orientation), None
-        tight = mask_box(mask)
+            tight = mask_box(mask)
         if tight is None:
             problems.append(Problem("empty_mask", "mask has no pixels inside the image; "
                                     "instance left out", source, obj_record, is_error=False))
@@ -135,14 +135,14 @@ def convert_image(item: ImageAnnotation, label_map: LabelMap, options: ConvertOp
             problems.append(Problem("box_outside_image", f"box {list(box)} lies outside the "
                                     f"{width}x{height} image", source, obj_record))
             continue
-        if not np.allclose(clipped, box, atol=1e-3):
+        if not _allclose(clipped, box, atol=1e-3):
             problems.append(Problem("box_clipped", f"box {list(box)} clipped to the image",
                                     source, obj_record, is_error=False))
         x, y, w, h = clipped
         boxes.append((y / height, x / width, (y + h) / height, (x + w) / width))
         labels.append(label_map.id_of(obj.class_name))
         texts.append(obj.class_name)
-        areas.append(obj.area if obj.area is not None else float(mask.sum()))
+        areas.append(obj.area if obj.area is not None else float(raster.pixels))
         crowd.append(int(obj.is_crowd))
         difficult.append(int(obj.difficult))
         group_of.append(int(obj.group_of))
@@ -180,6 +180,12 @@ def _box_disagreement(given: tuple, tight: tuple) -> str | None:
     if outside > MASK_OUTSIDE_PIXELS:
         return f"leaves mask pixels {outside:.1f} px outside of"
     return None
+
+
+def _allclose(a: Sequence[float], b: Sequence[float], atol: float) -> bool:
+    """np.allclose(a, b, atol=atol) (rtol 1e-5) for two boxes, without numpy's per-call cost
+    (a tenth of a millisecond, as much as the rest of a box's checks)."""
+    return all(x == y or abs(x - y) <= atol + 1e-5 * abs(y) for x, y in zip(a, b))
 
 
 def _image_error(reason: str, message: str, source: str, record: str) -> ImageResult:
