@@ -484,6 +484,7 @@ def test_a_worker_that_dies_stops_the_run_naming_the_image(coco, tmp_path, monke
         return real_load(path, limits)
 
     monkeypatch.setattr(image_record, "load_image", load_or_die)
+    monkeypatch.setattr(local_runner, "START_METHOD", "fork")  # fork-server workers would not
     before = snapshot(out)
     with pytest.raises(local_runner.WorkerDiedError) as err:
         _convert_in_process(_write(data, tmp_path), images, out, workers=2)
