@@ -235,6 +235,18 @@ def test_circle_is_within_one_pixel_of_the_disc(tmp_path, cx, cy, r):
     _assert_within_one_pixel_of_ellipse(masks[0], cx, cy, r, r)
 
 
+def test_polygon_of_vanishingly_small_offsets_is_a_zero_area_warning(tmp_path):
+    # Found by the long fuzz run: squares of 1e-201 underflow to 0 (a ZeroDivisionError).
+    tiny = 2.3620164453949497e-201
+    regions = [_region({"name": "polygon", "all_points_x": [tiny, 0.0, tiny],
+                        "all_points_y": [0.0, 0.0, tiny]}),
+               _region({"name": "polygon", "all_points_x": [2, 30, 10],
+                        "all_points_y": [3, 8, 25]})]
+    masks, summary = _single_region_masks(tmp_path, regions, 40, 30)
+    assert summary["warnings"] == {"zero_area_shape": 1}
+    assert summary["instances"] == len(masks) == 1
+
+
 def test_rotated_ellipse_and_via1_ellipse(tmp_path):
     rotated = {"name": "ellipse", "cx": 60.2, "cy": 40.7, "rx": 35.5, "ry": 12.25, "theta": 0.6}
     upright = {"name": "ellipse", "cx": 30, "cy": 25, "rx": 8, "ry": 20}  # 1.x: no theta

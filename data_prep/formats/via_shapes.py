@@ -73,9 +73,12 @@ def _point_list(shape: dict) -> list[tuple[float, float]]:
 def _all_collinear(points: list[tuple[float, float]]) -> bool:
     """True when the points span no area (all on one line), so nothing can be rasterized."""
     x0, y0 = points[0]
-    far = max(points, key=lambda p: (p[0] - x0) ** 2 + (p[1] - y0) ** 2)
+    # hypot, not a sum of squares: squares of tiny offsets (1e-200) underflow to 0.
+    far = max(points, key=lambda p: math.hypot(p[0] - x0, p[1] - y0))
     dx, dy = far[0] - x0, far[1] - y0
     length = math.hypot(dx, dy)
+    if length == 0:
+        return True
     return all(abs(dx * (y - y0) - dy * (x - x0)) / length < 1e-6 for x, y in points)
 
 
