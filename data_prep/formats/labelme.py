@@ -46,7 +46,7 @@ from data_prep.annotations import (
     resolve_inside,
 )
 from data_prep.field_checks import FieldError, coordinate, integer
-from data_prep.formats.via_shapes import ellipse_polygon
+from data_prep.formats.via_shapes import ellipse_polygon, spans_area
 from data_prep.formats.work_dir import WorkDir
 from data_prep.safe_files import FileLimits, ImageFileError, open_image
 
@@ -96,16 +96,6 @@ def _points(value: Any) -> list[tuple[float, float]]:
     return points
 
 
-def _spans_area(points: list[tuple[float, float]]) -> bool:
-    """False when the points all lie on one line (nothing to rasterize)."""
-    x0, y0 = points[0]
-    far = max(points, key=lambda p: (p[0] - x0) ** 2 + (p[1] - y0) ** 2)
-    dx, dy = far[0] - x0, far[1] - y0
-    length = math.hypot(dx, dy)
-    return length > 0 and any(abs(dx * (y - y0) - dy * (x - x0)) / length >= 1e-6
-                              for x, y in points)
-
-
 class _NoArea(Exception):
     """A shape that yields no region: skipped with a warning of `reason`."""
 
@@ -135,7 +125,7 @@ def _polygon(shape_type: str, points: list[tuple[float, float]]) -> tuple[float,
     if distinct < 3:
         raise _NoArea("too_few_points", f"{shape_type} has {distinct} distinct point(s); at "
                       "least 3 are needed for an area")
-    if not _spans_area(points):
+    if not spans_area(points):
         raise _NoArea("zero_area_shape", f"{shape_type} points all lie on one line (zero "
                       "area)")
     return tuple(v for point in points for v in point)

@@ -70,16 +70,16 @@ def _point_list(shape: dict) -> list[tuple[float, float]]:
     return points
 
 
-def _all_collinear(points: list[tuple[float, float]]) -> bool:
-    """True when the points span no area (all on one line), so nothing can be rasterized."""
+def spans_area(points: list[tuple[float, float]]) -> bool:
+    """False when the points all lie on one line, so nothing can be rasterized (also used by
+    the Labelme reader)."""
     x0, y0 = points[0]
     # hypot, not a sum of squares: squares of tiny offsets (1e-200) underflow to 0.
     far = max(points, key=lambda p: math.hypot(p[0] - x0, p[1] - y0))
     dx, dy = far[0] - x0, far[1] - y0
     length = math.hypot(dx, dy)
-    if length == 0:
-        return True
-    return all(abs(dx * (y - y0) - dy * (x - x0)) / length < 1e-6 for x, y in points)
+    return length > 0 and any(abs(dx * (y - y0) - dy * (x - x0)) / length >= 1e-6
+                              for x, y in points)
 
 
 def _outline_polygon(shape: dict) -> Polygon:
@@ -89,7 +89,7 @@ def _outline_polygon(shape: dict) -> Polygon:
     if distinct < 3:
         raise UnusableShape("too_few_points", f"{shape['name']} has {distinct} distinct "
                             "point(s); at least 3 are needed for an area", is_error=False)
-    if _all_collinear(points):
+    if not spans_area(points):
         raise UnusableShape("zero_area_shape", f"{shape['name']} points all lie on one line "
                             "(zero area)", is_error=False)
     return tuple(v for point in points for v in point)
