@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +75,10 @@ def fuzz(format_name: str, examples: int, seed: int, commands: int) -> Counter:
     import random
 
     random.seed(seed)
-    one()
+    try:
+        one()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return outcomes
 
 
