@@ -14,41 +14,18 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.process_tree import REPO_ROOT, run_measured
 
 
-def run_measured(command: list[str]) -> tuple[float, float]:
+def run_timed(command: list[str]) -> tuple[float, float]:
     """Runs `command`; returns (wall seconds, peak RSS in MB summed over its process tree)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    peak = [0.0]
-
-    def sample() -> None:
-        root = psutil.Process(process.pid)
-        while process.poll() is None:
-            try:
-                procs = [root] + root.children(recursive=True)
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs) / 2 ** 20)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = process.communicate()
-    elapsed = time.perf_counter() - start
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
-    return elapsed, peak[0]
+    measured = run_measured(command)
+    return measured.seconds, measured.peak_tree_mb
 
 
 def check_masks(annotation_file: Path, pattern: str) -> tuple[int, int]:
@@ -128,10 +105,10 @@ def main() -> int:
                       f"--output_file_prefix={theirs_dir / 'bench'}",
                       f"--num_shards={args.num_shards}", "--include_masks=True",
                       f"--num_processes={args.workers}"]
-        startup, _ = run_measured([python, "-c", "import tensorflow, official.vision.data"])
+        startup, _ = run_timed([python, "-c", "import tensorflow, official.vision.data"])
         results = {}
         for name, command in (("this project", ours_cmd), ("Model Garden", theirs_cmd)):
-            results[name] = run_measured(command)
+            results[name] = run_timed(command)
         instances = sum(1 for _ in __import__("json").load(open(annotation_file))["annotations"])
         print(f"\n{args.images} images of 640x480, {instances} instances, "
               f"{args.workers} processes, {args.num_shards} shards")

@@ -75,26 +75,24 @@ def _resized_dims(data: Example, image: tf.Tensor) -> Example:
 
 
 # --- flips --------------------------------------------------------------------------------
-def horizontal_flip(probability: float) -> Step:
+def _flip(flip_op, probability: float) -> Step:
+    """A step flipping image, boxes and masks together with Model Garden's `flip_op`."""
     def step(data):
-        image, boxes, masks = preprocess_ops.random_horizontal_flip(
-            data["image"], data["groundtruth_boxes"], data.get(MASKS), prob=probability)
+        image, boxes, masks = flip_op(data["image"], data["groundtruth_boxes"],
+                                      data.get(MASKS), prob=probability)
         out = {**data, "image": image, "groundtruth_boxes": boxes}
         if MASKS in data:
             out[MASKS] = masks
         return out
     return step
+
+
+def horizontal_flip(probability: float) -> Step:
+    return _flip(preprocess_ops.random_horizontal_flip, probability)
 
 
 def vertical_flip(probability: float) -> Step:
-    def step(data):
-        image, boxes, masks = preprocess_ops.random_vertical_flip(
-            data["image"], data["groundtruth_boxes"], data.get(MASKS), prob=probability)
-        out = {**data, "image": image, "groundtruth_boxes": boxes}
-        if MASKS in data:
-            out[MASKS] = masks
-        return out
-    return step
+    return _flip(preprocess_ops.random_vertical_flip, probability)
 
 
 # --- photometric --------------------------------------------------------------------------
