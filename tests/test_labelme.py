@@ -259,6 +259,21 @@ def test_bad_values_are_errors_naming_the_field_and_skippable(tmp_path, breaker,
     assert summary["instances_per_class"]["cat"] >= 1
 
 
+def test_a_mask_shape_in_an_absurd_image_size_is_an_error_not_an_allocation(tmp_path):
+    # Found by the long fuzz run: imageHeight 1e300 made numpy refuse the mask's array.
+    folder = tmp_path / "labelme"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(png_bytes(picture()))
+    encoded = base64.b64encode(png_bytes(np.ones((4, 4), np.uint8))).decode()
+    document = labelme_file([shape("blob", [[2.0, 2.0], [6.0, 6.0]], "mask", mask=encoded)])
+    document["imageHeight"] = 1e300
+    write(folder, "a.json", document)
+    with pytest.raises(ConversionError) as error:
+        convert(folder, tmp_path / "out")
+    assert "over the limit of" in str(error.value) and "--max_image_pixels" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_json_that_is_not_labelme_is_named(tmp_path):
     folder = tmp_path / "labelme"
     folder.mkdir()
