@@ -19,7 +19,7 @@ from pipelines.config_util import (
 )
 from pipelines.port_od_config import port_od_config
 from tests.conftest import run_command
-from tests.training_helpers import make_tiny_records
+from tests.training_helpers import make_tiny_records, total_losses
 
 SIX = ("mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8", "mask_rcnn_inception_resnet_v2_"
        "atrous_coco", "mask_rcnn_inception_v2_coco", "mask_rcnn_resnet101_atrous_coco",
@@ -476,21 +476,7 @@ def test_each_ported_config_trains_a_step(name, six, tiny_records, tmp_path):
     built.experiment.trainer.train_tf_while_loop = False
     result = train(built, str(tmp_path / "model"), choose_placement(), checkpoint_every_n=1)
     assert result["step"] == 1 and Path(result["checkpoint"] + ".index").exists()
-    losses = _total_losses(tmp_path / "model" / "train")
+    losses = total_losses(tmp_path / "model" / "train")
     assert losses and all(math.isfinite(v) for v in losses)
     tf.keras.backend.clear_session()
     shutil.rmtree(tmp_path / "model")
-
-
-def _total_losses(event_dir: Path) -> list[float]:
-    import tensorflow as tf
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = []
-    for path in event_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(path))
-        accumulator.Reload()
-        if "Loss/total_loss" in accumulator.Tags()["tensors"]:
-            values += [float(tf.make_ndarray(e.tensor_proto))
-                       for e in accumulator.Tensors("Loss/total_loss")]
-    return values

@@ -10,13 +10,12 @@ import math
 from pathlib import Path
 
 import pytest
-import tensorflow as tf
 
 from models.builders.experiment_builder import load_and_build
 from models.training.strategy import choose_placement
 from models.training.train_loop import train
 from pipelines.config_util import load_pipeline_config
-from tests.training_helpers import make_tiny_records
+from tests.training_helpers import make_tiny_records, total_losses
 
 pytestmark = pytest.mark.slow
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "pipelines").glob("*.config"))
@@ -56,18 +55,5 @@ def test_shipped_config_trains_a_step(config, records, tmp_path):
     result = train(built, str(tmp_path / "model"), placement, checkpoint_every_n=1)
     assert result["step"] == 1
     assert Path(result["checkpoint"] + ".index").exists()
-    losses = _last_total_loss(tmp_path / "model" / "train")
+    losses = total_losses(tmp_path / "model" / "train")
     assert losses and all(math.isfinite(v) for v in losses)
-
-
-def _last_total_loss(event_dir: Path) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = []
-    for path in event_dir.glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(path))
-        accumulator.Reload()
-        if "Loss/total_loss" in accumulator.Tags()["tensors"]:
-            values += [float(tf.make_ndarray(e.tensor_proto))
-                       for e in accumulator.Tensors("Loss/total_loss")]
-    return values

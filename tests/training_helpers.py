@@ -51,3 +51,18 @@ def tiny_config(records: Path, path: Path, num_steps: int = 4, extra: tuple[str,
 
 def model_main(*flags: str, check: bool = True):
     return run_command("model_main_tf2.py", *flags, check=check)
+
+
+def total_losses(event_dir: Path) -> list[float]:
+    """Every Loss/total_loss value the trainer wrote to the event files of `event_dir`."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for path in event_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        if "Loss/total_loss" in accumulator.Tags()["tensors"]:
+            values += [float(tf.make_ndarray(e.tensor_proto))
+                       for e in accumulator.Tensors("Loss/total_loss")]
+    return values
