@@ -146,16 +146,16 @@ def _mask(shape: dict, points: list[tuple[float, float]], size: tuple[int, int] 
     as Labelme places it."""
     if size is None:
         raise FieldError("mask", "shape needs the image size: imageHeight and imageWidth")
+    height, width = size
+    if height * width > limits.max_pixels:  # the mask is allocated at the image's size
+        raise FieldError("mask", f"image size {width:g}x{height:g} (imageWidth x imageHeight) is "
+                         f"over the limit of {limits.max_pixels:,} pixels (--max_image_pixels)")
     data = _b64(shape.get("mask"), "mask")
     try:
         with open_image(data, where, limits, what="mask") as img:
             patch = np.asarray(img.convert("L")) > 0
     except ImageFileError as err:
         raise FieldError("mask", str(err)) from None
-    height, width = size
-    if height * width > limits.max_pixels:  # the mask is allocated at the image's size
-        raise FieldError("mask", f"image size {width:g}x{height:g} (imageWidth x imageHeight) is "
-                         f"over the limit of {limits.max_pixels:,} pixels (--max_image_pixels)")
     full = np.zeros((height, width), bool)
     x, y = (int(round(v)) for v in points[0])
     top, left = max(y, 0), max(x, 0)
